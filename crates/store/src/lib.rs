@@ -19,9 +19,50 @@
 //!   [`StoreError::Compacted`] and the caller re-lists.
 //!
 //! This crate knows nothing of App Mesh: keys and values are opaque strings and bytes.
+//!
+//! # Backends
+//!
+//! - [`SqliteStore`]: the embedded, durable default (one SQLite file in WAL mode,
+//!   `synchronous=FULL`, a bounded change log serving watches from past revisions).
+//! - [`MemoryStore`]: the same semantics in memory, for fast tests.
+//!
+//! Both are tuned by [`StoreOptions`] (change-log retention and watch buffering) and
+//! both pass the backend-agnostic suite in [`conformance`] (feature `conformance`),
+//! which a future etcd backend runs too through [`store_conformance_tests!`].
+//!
+//! # Details the trait docs leave open
+//!
+//! - A transaction whose operations change nothing (no operations, or only deletes of
+//!   missing keys) commits without creating a revision, as in etcd.
+//! - Operations of one transaction apply in order; a key put twice in one transaction
+//!   gets its version bumped twice and yields two events at the same revision.
+//! - Delete events carry `create_revision = 0` and `version = 0`, as in etcd.
+//! - Keys compare as UTF-8 bytes, so `"a/z" < "a/é"`.
+//! - Watches never block writers: each watch is fed from a bounded broadcast of
+//!   committed batches and has a bounded output channel. A watcher that falls behind
+//!   the broadcast catches up from the change log; if the log has been compacted past
+//!   its position, the watch yields [`StoreError::Compacted`] and ends, and the
+//!   consumer re-lists and watches again from the listed revision.
+//!   A watch also yields [`StoreError::Unavailable`] and ends when its store is dropped
+//!   or the log cannot be read.
+//!
+//! What this crate does not do: no TTLs or leases, no multi-process sharing of one
+//! SQLite file (the file is locked by its opener), no schema beyond opaque keys.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use async_trait::async_trait;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod memory;
+mod options;
+mod sqlite;
+mod watch;
+
+pub use memory::MemoryStore;
+pub use options::StoreOptions;
+pub use sqlite::SqliteStore;
 
 /// A global, monotonically increasing revision; 0 means "before any write".
 pub type Revision = u64;
@@ -29,7 +70,9 @@ pub type Revision = u64;
 /// A stored key and value with its revision bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
+    /// The key (compared as UTF-8 bytes).
     pub key: String,
+    /// The value: opaque bytes (empty in delete events).
     pub value: Vec<u8>,
     /// Revision of the transaction that created the key.
     pub create_revision: Revision,
@@ -54,15 +97,26 @@ pub enum Precondition {
 /// A write inside a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
+    /// Creates or replaces `key`.
+    Put {
+        /// The key to write.
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
     /// Deleting a missing key is a no-op.
-    Delete { key: String },
+    Delete {
+        /// The key to delete.
+        key: String,
+    },
 }
 
 /// Preconditions and the operations applied when they all hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
+    /// Checked in order; the first failing one is reported.
     pub preconditions: Vec<Precondition>,
+    /// Applied in order, atomically, when every precondition holds.
     pub ops: Vec<Op>,
 }
 
@@ -72,9 +126,15 @@ pub enum TxnOutcome {
     /// All preconditions held; the operations were applied durably at this revision.
     /// A transaction with no operations commits without creating a revision and reports
     /// the current one.
-    Committed { revision: Revision },
+    Committed {
+        /// The revision of the commit (or the current one if nothing changed).
+        revision: Revision,
+    },
     /// The precondition at this index failed; nothing was written.
-    Failed { precondition: usize },
+    Failed {
+        /// Index into [`Txn::preconditions`] of the first failing precondition.
+        precondition: usize,
+    },
 }
 
 /// A page of a prefix listing, read at one revision.
@@ -91,6 +151,7 @@ pub struct ListPage {
 /// A change delivered by [`Store::watch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// Whether the key was put or deleted.
     pub kind: EventKind,
     /// For puts, the new key-value; for deletes, the key with an empty value and
     /// `mod_revision` set to the delete's revision.
@@ -100,7 +161,9 @@ pub struct Event {
 /// Put or delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
+    /// The key was created or replaced.
     Put,
+    /// The key was deleted.
     Delete,
 }
 
@@ -119,7 +182,12 @@ pub type WatchStream = tokio::sync::mpsc::Receiver<Result<Event, StoreError>>;
 pub enum StoreError {
     /// The requested watch start is older than the retained history.
     #[error("revision {requested} has been compacted (oldest retained: {oldest})")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        /// The revision the watch asked to start after.
+        requested: Revision,
+        /// The oldest revision still in the history: watch from `oldest - 1` or later.
+        oldest: Revision,
+    },
     /// The backend cannot be reached or failed an I/O operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),
