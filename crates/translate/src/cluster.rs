@@ -1,0 +1,317 @@
+//! Clusters: ingress (local application), egress (target virtual node listener) and the
+//! `ALLOW_ALL` pass-through, with circuit breakers, health checks, outlier detection and
+//! HTTP/2 upstream options.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds,
+    cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    HealthCheck, HealthStatus, Http2ProtocolOptions, health_check,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, endpoint, lb_endpoint,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::envoy::r#type::v3::CodecClientType;
+use envoy_types::pb::google::protobuf::Any;
+use meshplane_model::common::{HealthCheckPolicy, IpPreference, OutlierDetection, PortProtocol};
+use meshplane_model::virtual_node::{
+    DnsResponseType, Listener, ServiceDiscovery, VirtualNodeConnectionPool, VirtualNodeSpec,
+};
+use prost::Name;
+
+use crate::endpoints::CloudMapService;
+use crate::{Ctx, names, pb};
+
+/// App Mesh's "effectively unlimited" circuit-breaker value (`INT32_MAX`).
+pub(crate) const OPEN: i64 = 2_147_483_647;
+/// Connect timeout of ingress clusters (App Mesh: 0.25 s).
+const INGRESS_CONNECT_TIMEOUT_MS: i64 = 250;
+/// Connect timeout of egress clusters (App Mesh: 1 s).
+const EGRESS_CONNECT_TIMEOUT_MS: i64 = 1000;
+
+/// True for the protocols carried over HTTP/2 to the upstream.
+pub(crate) fn is_h2(p: &PortProtocol) -> bool {
+    matches!(p, PortProtocol::Http2 | PortProtocol::Grpc)
+}
+
+/// True for protocols handled by an HTTP connection manager.
+pub(crate) fn is_http(p: &PortProtocol) -> bool {
+    matches!(
+        p,
+        PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc
+    )
+}
+
+/// Circuit breakers from a listener's connection pool; everything not declared is open.
+fn circuit_breakers(pool: Option<&VirtualNodeConnectionPool>) -> CircuitBreakers {
+    let (mut conns, mut pending, mut reqs) = (OPEN, OPEN, OPEN);
+    match pool {
+        None => {}
+        Some(VirtualNodeConnectionPool::Tcp(p)) => conns = p.max_connections,
+        Some(VirtualNodeConnectionPool::Http(p)) => {
+            conns = p.max_connections;
+            pending = p.max_pending_requests.unwrap_or(OPEN);
+        }
+        Some(VirtualNodeConnectionPool::Http2(p)) | Some(VirtualNodeConnectionPool::Grpc(p)) => {
+            reqs = p.max_requests
+        }
+    }
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: Some(pb::u32v(conns)),
+            max_pending_requests: Some(pb::u32v(pending)),
+            max_requests: Some(pb::u32v(reqs)),
+            max_retries: Some(pb::u32v(OPEN)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// `typed_extension_protocol_options` forcing HTTP/2 to the upstream (one entry).
+fn h2_protocol_options() -> HashMap<String, Any> {
+    let opts = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    [(HttpProtocolOptions::full_name(), pb::any(&opts))]
+        .into_iter()
+        .collect()
+}
+
+fn endpoint(address: &str, port: u32, ipv4_compat: bool, hc_port: Option<u32>) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(pb::socket(address, port, ipv4_compat)),
+            health_check_config: hc_port.map(|p| endpoint::HealthCheckConfig {
+                port_value: p,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn assignment(cluster_name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster_name.to_owned(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn is_v6(p: Option<&IpPreference>) -> bool {
+    matches!(
+        p,
+        Some(IpPreference::Ipv6Only) | Some(IpPreference::Ipv6Preferred)
+    )
+}
+
+/// The ingress cluster of one of the proxy's own listeners: STATIC to the local application.
+pub(crate) fn ingress_cluster(ctx: &Ctx<'_>, l: &Listener) -> Cluster {
+    let pm = &l.port_mapping;
+    let name = names::ingress_cluster(ctx.mesh_name(), ctx.node_name, &pm.protocol, pm.port);
+    let pref = ctx.ip_preference_of(ctx.node);
+    let local = if is_v6(pref.as_ref()) {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(pb::millis(INGRESS_CONNECT_TIMEOUT_MS)),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        load_assignment: Some(assignment(
+            &name,
+            vec![endpoint(local, pb::clamp_u32(pm.port), false, None)],
+        )),
+        circuit_breakers: Some(circuit_breakers(l.connection_pool.as_ref())),
+        typed_extension_protocol_options: if is_h2(&pm.protocol) {
+            h2_protocol_options()
+        } else {
+            HashMap::new()
+        },
+        ..Default::default()
+    }
+}
+
+/// Active health check from the target listener's `healthCheck`.
+fn health_check(hc: &HealthCheckPolicy) -> HealthCheck {
+    let checker = match hc.protocol {
+        PortProtocol::Tcp => health_check::HealthChecker::TcpHealthCheck(Default::default()),
+        PortProtocol::Grpc => health_check::HealthChecker::GrpcHealthCheck(Default::default()),
+        ref p => health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+            path: hc
+                .path
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "/".to_owned()),
+            codec_client_type: if *p == PortProtocol::Http2 {
+                CodecClientType::Http2 as i32
+            } else {
+                CodecClientType::Http1 as i32
+            },
+            ..Default::default()
+        }),
+    };
+    HealthCheck {
+        timeout: Some(pb::millis(hc.timeout_millis)),
+        interval: Some(pb::millis(hc.interval_millis)),
+        unhealthy_threshold: Some(pb::u32v(hc.unhealthy_threshold)),
+        healthy_threshold: Some(pb::u32v(hc.healthy_threshold)),
+        health_checker: Some(checker),
+        ..Default::default()
+    }
+}
+
+/// Outlier detection from the target listener's `outlierDetection`.
+fn outlier_detection(od: &OutlierDetection) -> EnvoyOutlier {
+    EnvoyOutlier {
+        consecutive_5xx: Some(pb::u32v(od.max_server_errors)),
+        interval: Some(pb::millis(od.interval.as_millis())),
+        base_ejection_time: Some(pb::millis(od.base_ejection_duration.as_millis())),
+        max_ejection_percent: Some(pb::u32v(od.max_ejection_percent.clamp(0, 100))),
+        ..Default::default()
+    }
+}
+
+fn dns_lookup_family(p: Option<&IpPreference>) -> cluster::DnsLookupFamily {
+    match p {
+        Some(IpPreference::Ipv6Only) => cluster::DnsLookupFamily::V6Only,
+        Some(IpPreference::Ipv6Preferred) => cluster::DnsLookupFamily::Auto,
+        Some(IpPreference::Ipv4Preferred) => cluster::DnsLookupFamily::V4Preferred,
+        // IPv4_ONLY, no preference (App Mesh's historical IPv4 behaviour) and unknown values.
+        _ => cluster::DnsLookupFamily::V4Only,
+    }
+}
+
+/// The egress cluster for listener `l` of target node `target_name`; adds it (and its EDS
+/// assignment for Cloud Map targets) to the output. Returns `None` when the target has no
+/// service discovery (the caller reports it).
+pub(crate) fn ensure_egress_cluster(
+    ctx: &mut Ctx<'_>,
+    target_name: &str,
+    target: &VirtualNodeSpec,
+    l: &Listener,
+) -> Option<String> {
+    let pm = &l.port_mapping;
+    let name = names::egress_cluster(ctx.mesh_name(), target_name, &pm.protocol, pm.port);
+    if ctx.out.clusters.contains_key(&name) {
+        return Some(name);
+    }
+    let sd = target.service_discovery.as_ref()?;
+    let pref = ctx.ip_preference_of(target);
+    let port = pb::clamp_u32(pm.port);
+    let hc_port = l
+        .health_check
+        .as_ref()
+        .and_then(|h| h.port)
+        .map(pb::clamp_u32)
+        .filter(|p| *p != port && *p != 0);
+    let mut c = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(pb::millis(EGRESS_CONNECT_TIMEOUT_MS)),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        circuit_breakers: Some(circuit_breakers(None)),
+        health_checks: l.health_check.iter().map(health_check).collect(),
+        outlier_detection: l.outlier_detection.as_ref().map(outlier_detection),
+        typed_extension_protocol_options: if is_h2(&pm.protocol) {
+            h2_protocol_options()
+        } else {
+            HashMap::new()
+        },
+        ..Default::default()
+    };
+    match sd {
+        ServiceDiscovery::Dns(dns) => {
+            let kind = match dns.response_type {
+                Some(DnsResponseType::Endpoints) => cluster::DiscoveryType::StrictDns,
+                _ => cluster::DiscoveryType::LogicalDns,
+            };
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(kind as i32));
+            c.dns_lookup_family = dns_lookup_family(pref.as_ref()) as i32;
+            c.load_assignment = Some(assignment(
+                &name,
+                vec![endpoint(&dns.hostname, port, false, hc_port)],
+            ));
+        }
+        ServiceDiscovery::AwsCloudMap(cm) => {
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            ));
+            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(pb::ads()),
+                service_name: String::new(),
+            });
+            let service = CloudMapService::new(&cm.namespace_name, &cm.service_name);
+            let filter: Vec<(String, String)> = cm
+                .attributes
+                .iter()
+                .flatten()
+                .map(|a| (a.key.clone(), a.value.clone()))
+                .collect();
+            let v6 = is_v6(pref.as_ref());
+            let eps = ctx
+                .endpoints
+                .matching(&service, &filter)
+                .into_iter()
+                .filter_map(|i| {
+                    let addr = match (v6, &i.ipv4, &i.ipv6) {
+                        (true, _, Some(a)) | (false, Some(a), _) => a,
+                        (_, Some(a), None) | (_, None, Some(a)) => a,
+                        (_, None, None) => return None,
+                    };
+                    let mut e = endpoint(addr, i.port.unwrap_or(port), false, hc_port);
+                    e.health_status = if i.healthy {
+                        HealthStatus::Healthy as i32
+                    } else {
+                        HealthStatus::Unhealthy as i32
+                    };
+                    Some(e)
+                })
+                .collect();
+            ctx.out
+                .endpoints
+                .insert(name.clone(), assignment(&name, eps));
+        }
+    }
+    ctx.add_cluster(c);
+    Some(name)
+}
+
+/// The `ORIGINAL_DST` pass-through cluster used under `ALLOW_ALL`.
+pub(crate) fn passthrough_cluster(mesh: &str) -> Cluster {
+    Cluster {
+        name: names::passthrough_cluster(mesh),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
+        connect_timeout: Some(pb::millis(EGRESS_CONNECT_TIMEOUT_MS)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(circuit_breakers(None)),
+        ..Default::default()
+    }
+}

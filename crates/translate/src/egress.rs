@@ -1,0 +1,621 @@
+//! The proxy's outbound side: the egress listener `lds_egress_0.0.0.0_15001`, one RDS route
+//! configuration per egress HTTP port, and the clusters of every reachable target.
+//!
+//! For each declared backend virtual service:
+//! - provided by a **virtual router**: each router listener `(protocol, port)` makes the
+//!   service reachable on `port`. HTTP-family listeners get a virtual host in
+//!   `rds_egress_http_<port>` (domains: the service name and `name:port`) whose routes are the
+//!   router's routes of the matching kind (`httpRoute` ↔ http, `http2Route` ↔ http2,
+//!   `grpcRoute` ↔ grpc) whose `match.port` is unset or equal to the listener port, in the
+//!   order documented in [`crate::route`]. A tcp listener gets a filter chain on `port` with a
+//!   TCP proxy to the first applicable `tcpRoute`'s targets.
+//! - provided by a **virtual node**: each node listener is reachable on its port and routes
+//!   everything to that listener's cluster (with the listener's timeouts, default retries).
+//!
+//! Target node listener selection for a weighted target: the target's `port` if set, else the
+//! node's only listener, else the listener on the router listener's port.
+//!
+//! Egress filter: under `DROP_ALL` only the ports and hosts above are reachable (other hosts
+//! on a known HTTP port get Envoy's 404; other ports have no filter chain and are closed).
+//! Under `ALLOW_ALL` every HTTP route configuration gets a last `*` virtual host and the
+//! listener a default filter chain, both to the `ORIGINAL_DST` pass-through cluster.
+//!
+//! Conflicts: one destination port serves either HTTP (many hosts) or one TCP backend, since
+//! TCP cannot tell services apart. HTTP wins over TCP, and among TCP backends the first
+//! service name in byte order wins; the others get [`DiagnosticCode::EgressPortConflict`].
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteConfiguration, RouteMatch, VirtualHost, route_match,
+};
+use meshplane_model::common::{ClientPolicy, PortMapping, PortProtocol, WeightedTarget};
+use meshplane_model::mesh::EgressFilterType;
+use meshplane_model::route::RouteSpec;
+use meshplane_model::virtual_node::Listener as NodeListener;
+use meshplane_model::virtual_service::VirtualServiceProvider;
+use meshplane_model::{ResourceId, ResourceKind};
+
+use crate::listener::{Routes, hcm, original_dst, tcp_proxy};
+use crate::route::{self, OrderKey};
+use crate::virtual_node::{listen_address, listener_http_timeout, listener_tcp_idle_ms};
+use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb};
+
+/// Stat prefix of the egress HTTP connection managers and TCP proxies.
+pub(crate) const EGRESS_STAT_PREFIX: &str = "egress";
+
+/// A TCP backend on one port.
+struct TcpBackend {
+    service: String,
+    clusters: Vec<(String, u32)>,
+    idle_ms: Option<i64>,
+}
+
+/// What the egress side collects before building resources.
+#[derive(Default)]
+struct Egress {
+    /// HTTP port → virtual hosts by service name.
+    http: BTreeMap<u32, BTreeMap<String, VirtualHost>>,
+    /// TCP port → backends by service name (only the first is served).
+    tcp: BTreeMap<u32, BTreeMap<String, TcpBackend>>,
+}
+
+/// Adds the egress listener, route configurations and clusters.
+pub(crate) fn egress(ctx: &mut Ctx<'_>) {
+    let mut eg = Egress::default();
+    let mut services: Vec<&str> = ctx.node.backend_service_names().collect();
+    services.sort_unstable();
+    services.dedup();
+    check_client_tls(ctx);
+    for vs in services {
+        backend(ctx, &mut eg, vs);
+    }
+    build(ctx, eg);
+}
+
+fn check_client_tls(ctx: &mut Ctx<'_>) {
+    let enforced = |p: Option<&ClientPolicy>| {
+        p.and_then(|p| p.tls.as_ref())
+            .is_some_and(|t| t.enforce.unwrap_or(true))
+    };
+    let node = ctx.node;
+    let mut any = enforced(
+        node.backend_defaults
+            .as_ref()
+            .and_then(|d| d.client_policy.as_ref()),
+    );
+    for b in node.backends() {
+        let meshplane_model::virtual_node::Backend::VirtualService(b) = b;
+        any |= enforced(b.client_policy.as_ref());
+    }
+    if any {
+        ctx.diag(
+            Severity::Error,
+            DiagnosticCode::TlsNotTranslated,
+            Some(ctx.node_id()),
+            "client policy TLS is not translated yet; backends are reached in plaintext".to_owned(),
+        );
+    }
+}
+
+fn domains(vs: &str, port: u32) -> Vec<String> {
+    vec![vs.to_owned(), format!("{vs}:{port}")]
+}
+
+fn catch_all() -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+        ..Default::default()
+    }
+}
+
+fn backend(ctx: &mut Ctx<'_>, eg: &mut Egress, vs: &str) {
+    let snap = ctx.snap;
+    let vs_id = snap.id(ResourceKind::VirtualService, vs);
+    let Some(spec) = snap.virtual_services.get(vs) else {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::BackendServiceMissing,
+            Some(ctx.node_id()),
+            format!("backend virtual service `{vs}` does not exist; it is unreachable"),
+        );
+        return;
+    };
+    match &spec.provider {
+        None => ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::ProviderMissing,
+            Some(vs_id),
+            format!("virtual service `{vs}` has no provider; it is unreachable"),
+        ),
+        Some(VirtualServiceProvider::VirtualNode(p)) => {
+            node_provider(ctx, eg, vs, &p.virtual_node_name)
+        }
+        Some(VirtualServiceProvider::VirtualRouter(p)) => {
+            router_provider(ctx, eg, vs, &p.virtual_router_name)
+        }
+    }
+}
+
+fn node_provider(ctx: &mut Ctx<'_>, eg: &mut Egress, vs: &str, node_name: &str) {
+    let snap = ctx.snap;
+    let Some(target) = snap.virtual_nodes.get(node_name) else {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::ProviderNotFound,
+            Some(snap.id(ResourceKind::VirtualService, vs)),
+            format!("provider virtual node `{node_name}` of virtual service `{vs}` does not exist"),
+        );
+        return;
+    };
+    if target.listeners().is_empty() {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::TargetListenerMissing,
+            Some(snap.id(ResourceKind::VirtualNode, node_name)),
+            format!("virtual node `{node_name}` provides `{vs}` but has no listener"),
+        );
+    }
+    for l in target.listeners() {
+        let pm = &l.port_mapping;
+        if !(1..=65535).contains(&pm.port) {
+            continue;
+        }
+        let Some(cluster) = cluster::ensure_egress_cluster(ctx, node_name, target, l) else {
+            no_discovery(ctx, node_name);
+            continue;
+        };
+        let port = pm.port as u32;
+        if cluster::is_http(&pm.protocol) {
+            let retry = ctx
+                .opts
+                .default_max_retries
+                .map(|n| route::default_retry(pm.protocol == PortProtocol::Grpc, n));
+            let action = route::action(
+                &[(cluster, 1)],
+                listener_http_timeout(l),
+                ctx.opts.default_route_timeout_ms,
+                retry,
+            );
+            let vh = VirtualHost {
+                name: vs.to_owned(),
+                domains: domains(vs, port),
+                routes: vec![route::envoy_route(node_name, catch_all(), action)],
+                ..Default::default()
+            };
+            eg.http.entry(port).or_default().insert(vs.to_owned(), vh);
+        } else {
+            eg.tcp.entry(port).or_default().insert(
+                vs.to_owned(),
+                TcpBackend {
+                    service: vs.to_owned(),
+                    clusters: vec![(cluster, 1)],
+                    idle_ms: listener_tcp_idle_ms(l),
+                },
+            );
+        }
+    }
+}
+
+fn no_discovery(ctx: &mut Ctx<'_>, node_name: &str) {
+    let id = ctx.snap.id(ResourceKind::VirtualNode, node_name);
+    ctx.diag(
+        Severity::Warning,
+        DiagnosticCode::ServiceDiscoveryMissing,
+        Some(id),
+        format!("virtual node `{node_name}` has no service discovery; it cannot be reached"),
+    );
+}
+
+/// Whether a route's kind serves a router listener of protocol `p`.
+fn kind_matches(r: &RouteSpec, p: &PortProtocol) -> bool {
+    match p {
+        PortProtocol::Http => r.http_route.is_some(),
+        PortProtocol::Http2 => r.http2_route.is_some(),
+        PortProtocol::Grpc => r.grpc_route.is_some(),
+        PortProtocol::Tcp => r.tcp_route.is_some(),
+        PortProtocol::Unknown(_) => false,
+    }
+}
+
+fn route_port(r: &RouteSpec) -> Option<i64> {
+    if let Some(h) = r.http_route.as_ref().or(r.http2_route.as_ref()) {
+        h.match_.port
+    } else if let Some(g) = &r.grpc_route {
+        g.match_.port
+    } else {
+        r.tcp_route
+            .as_ref()
+            .and_then(|t| t.match_.as_ref())
+            .and_then(|m| m.port)
+    }
+}
+
+fn router_provider(ctx: &mut Ctx<'_>, eg: &mut Egress, vs: &str, router: &str) {
+    let snap = ctx.snap;
+    let Some(spec) = snap.virtual_routers.get(router) else {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::ProviderNotFound,
+            Some(snap.id(ResourceKind::VirtualService, vs)),
+            format!("provider virtual router `{router}` of virtual service `{vs}` does not exist"),
+        );
+        return;
+    };
+    let listeners: Vec<&PortMapping> = spec
+        .listeners()
+        .iter()
+        .map(|l| &l.port_mapping)
+        .filter(|pm| (1..=65535).contains(&pm.port) && pm.protocol.is_known())
+        .collect();
+    if listeners.is_empty() {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::InvalidValue,
+            Some(snap.id(ResourceKind::VirtualRouter, router)),
+            format!("virtual router `{router}` has no usable listener; `{vs}` is unreachable"),
+        );
+        return;
+    }
+    // Routes that apply to no listener are reported once.
+    for (name, r) in snap.routes_of(router) {
+        let applies = listeners
+            .iter()
+            .any(|pm| kind_matches(r, &pm.protocol) && route_port(r).is_none_or(|p| p == pm.port));
+        if !applies {
+            ctx.diag(
+                Severity::Warning,
+                DiagnosticCode::RouteNotApplicable,
+                Some(snap.route_id(router, name)),
+                format!(
+                    "route `{name}` matches no listener of virtual router `{router}` (kind or port); it is ignored"
+                ),
+            );
+        }
+    }
+    for pm in listeners {
+        let port = pm.port as u32;
+        let applicable: Vec<(&str, &RouteSpec)> = snap
+            .routes_of(router)
+            .filter(|(_, r)| {
+                kind_matches(r, &pm.protocol) && route_port(r).is_none_or(|p| p == pm.port)
+            })
+            .collect();
+        if pm.protocol == PortProtocol::Tcp {
+            tcp_routes(ctx, eg, vs, router, pm, applicable);
+            continue;
+        }
+        let mut routes: Vec<(OrderKey, Route)> = Vec::new();
+        for (name, r) in applicable {
+            if let Some(x) = http_family_route(ctx, router, name, r, pm) {
+                routes.push(x);
+            }
+        }
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        let vh = VirtualHost {
+            name: vs.to_owned(),
+            domains: domains(vs, port),
+            routes: routes.into_iter().map(|(_, r)| r).collect(),
+            ..Default::default()
+        };
+        eg.http.entry(port).or_default().insert(vs.to_owned(), vh);
+    }
+}
+
+/// Resolves weighted targets to `(cluster, weight)`; reports and drops unusable ones.
+fn targets(
+    ctx: &mut Ctx<'_>,
+    route_id: &ResourceId,
+    targets: &[WeightedTarget],
+    router_port: i64,
+) -> Vec<(String, u32)> {
+    let snap = ctx.snap;
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for t in targets {
+        let Some(node) = snap.virtual_nodes.get(&t.virtual_node) else {
+            ctx.diag(
+                Severity::Warning,
+                DiagnosticCode::TargetNodeMissing,
+                Some(route_id.clone()),
+                format!(
+                    "target virtual node `{}` does not exist; target dropped",
+                    t.virtual_node
+                ),
+            );
+            continue;
+        };
+        let ls = node.listeners();
+        let chosen: Option<&NodeListener> = match t.port {
+            Some(p) => ls.iter().find(|l| l.port_mapping.port == p),
+            None if ls.len() == 1 => ls.first(),
+            None => ls.iter().find(|l| l.port_mapping.port == router_port),
+        };
+        let Some(l) = chosen else {
+            ctx.diag(
+                Severity::Warning,
+                DiagnosticCode::TargetListenerMissing,
+                Some(route_id.clone()),
+                format!(
+                    "target virtual node `{}` has no listener for port {}; target dropped",
+                    t.virtual_node,
+                    t.port.map_or_else(
+                        || format!("{router_port} (no target port given)"),
+                        |p| p.to_string()
+                    )
+                ),
+            );
+            continue;
+        };
+        if !(1..=65535).contains(&l.port_mapping.port) || !l.port_mapping.protocol.is_known() {
+            continue;
+        }
+        let Some(c) = cluster::ensure_egress_cluster(ctx, &t.virtual_node, node, l) else {
+            no_discovery(ctx, &t.virtual_node);
+            continue;
+        };
+        let w = pb::clamp_u32(t.weight);
+        match out.iter_mut().find(|(n, _)| *n == c) {
+            Some(existing) => existing.1 = existing.1.saturating_add(w),
+            None => out.push((c, w)),
+        }
+    }
+    if !out.is_empty() && out.iter().all(|(_, w)| *w == 0) {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::RouteHasNoTargets,
+            Some(route_id.clone()),
+            "every weighted target has weight 0; the route is dropped".to_owned(),
+        );
+        return Vec::new();
+    }
+    if out.is_empty() {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::RouteHasNoTargets,
+            Some(route_id.clone()),
+            "no weighted target is usable; the route is dropped".to_owned(),
+        );
+    }
+    out
+}
+
+fn http_family_route(
+    ctx: &mut Ctx<'_>,
+    router: &str,
+    name: &str,
+    r: &RouteSpec,
+    pm: &PortMapping,
+) -> Option<(OrderKey, Route)> {
+    let route_id = ctx.snap.route_id(router, name);
+    let (matched, wt, timeout, retry, unknown) =
+        if let Some(h) = r.http_route.as_ref().or(r.http2_route.as_ref()) {
+            let m = route::http_match(&h.match_, r.priority, name);
+            let (retry, unknown) = match &h.retry_policy {
+                Some(p) => {
+                    let (p, u) = route::http_retry(p);
+                    (Some(p), u)
+                }
+                None => (
+                    ctx.opts
+                        .default_max_retries
+                        .map(|n| route::default_retry(false, n)),
+                    vec![],
+                ),
+            };
+            (
+                m,
+                &h.action.weighted_targets,
+                h.timeout.as_ref(),
+                retry,
+                unknown,
+            )
+        } else {
+            let g = r.grpc_route.as_ref()?;
+            let m = route::grpc_match(&g.match_, r.priority, name);
+            let (retry, unknown) = match &g.retry_policy {
+                Some(p) => {
+                    let (p, u) = route::grpc_retry(p);
+                    (Some(p), u)
+                }
+                None => (
+                    ctx.opts
+                        .default_max_retries
+                        .map(|n| route::default_retry(true, n)),
+                    vec![],
+                ),
+            };
+            (
+                m,
+                &g.action.weighted_targets,
+                g.timeout.as_ref(),
+                retry,
+                unknown,
+            )
+        };
+    if !unknown.is_empty() {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::UnknownRetryEvent,
+            Some(route_id.clone()),
+            format!("unknown retry events ignored: {}", unknown.join(", ")),
+        );
+    }
+    let (m, key) = match matched {
+        Ok(x) => x,
+        Err(e) => {
+            ctx.diag(
+                Severity::Warning,
+                DiagnosticCode::InvalidValue,
+                Some(route_id),
+                format!("route `{name}` dropped: {}", e.0),
+            );
+            return None;
+        }
+    };
+    let clusters = targets(ctx, &route_id, wt, pm.port);
+    if clusters.is_empty() {
+        return None;
+    }
+    let action = route::action(&clusters, timeout, ctx.opts.default_route_timeout_ms, retry);
+    Some((key, route::envoy_route(name, m, action)))
+}
+
+fn tcp_routes(
+    ctx: &mut Ctx<'_>,
+    eg: &mut Egress,
+    vs: &str,
+    router: &str,
+    pm: &PortMapping,
+    applicable: Vec<(&str, &RouteSpec)>,
+) {
+    // Same order as HTTP: priority, then name (tcp routes have no match to rank).
+    let mut applicable = applicable;
+    applicable.sort_by_key(|(name, r)| (r.priority.unwrap_or(1001), name.to_owned()));
+    let mut served = false;
+    for (name, r) in applicable {
+        let route_id = ctx.snap.route_id(router, name);
+        if served {
+            ctx.diag(
+                Severity::Warning,
+                DiagnosticCode::RouteNotApplicable,
+                Some(route_id),
+                format!(
+                    "tcp route `{name}` is shadowed: a tcp listener serves only its first tcp route"
+                ),
+            );
+            continue;
+        }
+        let Some(t) = &r.tcp_route else { continue };
+        let clusters = targets(ctx, &route_id, &t.action.weighted_targets, pm.port);
+        if clusters.is_empty() {
+            continue;
+        }
+        served = true;
+        eg.tcp.entry(pm.port as u32).or_default().insert(
+            vs.to_owned(),
+            TcpBackend {
+                service: vs.to_owned(),
+                clusters,
+                idle_ms: t
+                    .timeout
+                    .as_ref()
+                    .and_then(|x| x.idle.as_ref())
+                    .map(|d| d.as_millis()),
+            },
+        );
+    }
+}
+
+fn build(ctx: &mut Ctx<'_>, eg: Egress) {
+    let allow_all = ctx.mesh.egress_filter_type() == EgressFilterType::AllowAll;
+    let passthrough = names::passthrough_cluster(ctx.mesh_name());
+    let node = ctx.node;
+    let logs = || access_log::access_logs(node.logging.as_ref());
+    let mut chains: BTreeMap<u32, FilterChain> = BTreeMap::new();
+    for (port, hosts) in eg.http {
+        let mut vhs: Vec<VirtualHost> = hosts.into_values().collect();
+        if allow_all {
+            vhs.push(VirtualHost {
+                name: "passthrough".to_owned(),
+                domains: vec!["*".to_owned()],
+                routes: vec![route::envoy_route(
+                    "passthrough",
+                    catch_all(),
+                    route::action(&[(passthrough.clone(), 1)], None, 0, None),
+                )],
+                ..Default::default()
+            });
+        }
+        let rc_name = names::egress_route_config(i64::from(port));
+        ctx.out.route_configs.insert(
+            rc_name.clone(),
+            RouteConfiguration {
+                name: rc_name.clone(),
+                virtual_hosts: vhs,
+                validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue {
+                    value: false,
+                }),
+                ..Default::default()
+            },
+        );
+        chains.insert(
+            port,
+            chain(
+                format!("egress_http_{port}"),
+                port,
+                hcm(EGRESS_STAT_PREFIX, Routes::Rds(rc_name), logs()),
+            ),
+        );
+    }
+    for (port, backends) in eg.tcp {
+        for (i, b) in backends.into_values().enumerate() {
+            if i > 0 || chains.contains_key(&port) {
+                let vs_id = ctx.snap.id(ResourceKind::VirtualService, &b.service);
+                ctx.diag(
+                    Severity::Warning,
+                    DiagnosticCode::EgressPortConflict,
+                    Some(vs_id),
+                    format!(
+                        "tcp backend `{}` shares egress port {port} with another backend; it is unreachable",
+                        b.service
+                    ),
+                );
+                continue;
+            }
+            let f = tcp_proxy(
+                EGRESS_STAT_PREFIX,
+                &b.clusters,
+                b.idle_ms.map(pb::millis),
+                logs(),
+            );
+            chains.insert(port, chain(format!("egress_tcp_{port}"), port, f));
+        }
+    }
+    let default_filter_chain = allow_all.then(|| FilterChain {
+        name: "egress_passthrough".to_owned(),
+        filters: vec![tcp_proxy(
+            EGRESS_STAT_PREFIX,
+            &[(passthrough.clone(), 1)],
+            None,
+            logs(),
+        )],
+        ..Default::default()
+    });
+    if allow_all {
+        ctx.add_cluster(cluster::passthrough_cluster(ctx.mesh_name()));
+    }
+    if chains.is_empty() && default_filter_chain.is_none() {
+        // Envoy rejects a listener without filter chains; with nothing reachable, no
+        // listener has the same effect (redirected connections are refused).
+        return;
+    }
+    let port = ctx.opts.egress_port;
+    let listener = Listener {
+        name: names::egress_listener(port),
+        address: Some(listen_address(ctx, port)),
+        filter_chains: chains.into_values().collect(),
+        default_filter_chain,
+        listener_filters: vec![original_dst()],
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    };
+    ctx.out.listeners.insert(listener.name.clone(), listener);
+}
+
+fn chain(
+    name: String,
+    port: u32,
+    filter: envoy_types::pb::envoy::config::listener::v3::Filter,
+) -> FilterChain {
+    FilterChain {
+        name,
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(pb::u32v(i64::from(port))),
+            ..Default::default()
+        }),
+        filters: vec![filter],
+        ..Default::default()
+    }
+}

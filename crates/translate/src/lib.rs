@@ -1,0 +1,251 @@
+//! `meshplane-translate`: the pure, deterministic compiler from an App Mesh mesh to the Envoy
+//! resources of one proxy.
+//!
+//! ```text
+//!  Vec<Resource> ──MeshSnapshot::from_resources──▶ MeshSnapshot ─┐
+//!  Endpoints (Cloud Map instances, for EDS) ─────────────────────┼─▶ translate_node ─▶ ProxyConfig
+//!  NodeId (Envoy node.id) + TranslateOptions ────────────────────┘    (CDS, EDS, LDS, RDS, SDS
+//!                                                                       + diagnostics)
+//!  MeshSnapshot + NodeId ──dependencies──▶ Dependencies (what this proxy's config reads)
+//! ```
+//!
+//! # Entry points
+//! - [`translate_node`]: everything one virtual node's Envoy needs. Never panics and never
+//!   fails: what cannot be honoured (a missing backend, a route target that does not exist,
+//!   a virtual gateway) is left out and explained in [`ProxyConfig::diagnostics`].
+//! - [`dependencies`]: the resources (and Cloud Map services) whose change can alter a
+//!   proxy's output; the reconciler indexes proxies by them to recompute only what changed.
+//!
+//! # What the output looks like (App Mesh compatible, see `envoy-compat.md` §2.3)
+//! - `lds_ingress_0.0.0.0_15000` (only when the node has listeners): one filter chain per
+//!   node listener, matched by destination port; HTTP connection manager with stat prefix
+//!   `ingress` (http, http2, grpc) or a TCP proxy (tcp), to the STATIC cluster
+//!   `cds_ingress_<mesh>_<node>_<proto>_<port>` → `127.0.0.1:<port>`.
+//! - `lds_egress_0.0.0.0_15001`: one filter chain per egress destination port; HTTP ports use
+//!   RDS (`rds_egress_http_<port>`, one virtual host per backend virtual service) so that
+//!   route and weight changes never touch the listener; TCP ports use a TCP proxy. Under
+//!   `ALLOW_ALL` a pass-through `ORIGINAL_DST` cluster catches everything else.
+//! - `cds_egress_<mesh>_<targetNode>_<proto>_<port>`: one cluster per reachable target node
+//!   listener (DNS → `LOGICAL_DNS`/`STRICT_DNS`, Cloud Map → EDS).
+//!
+//! See [`names`] for every name, [`route`] for match, priority, retry and timeout semantics.
+//!
+//! # Architecture invariants
+//! - No I/O, no async, no clocks, no randomness: the same input gives byte-identical
+//!   prost encodings (every map in the input and output is a `BTreeMap`; protobuf map
+//!   fields are filled with at most one entry or encoded in key order by hand).
+//! - Names of listeners, clusters and route configurations are pure functions of the mesh
+//!   (never of ordering or counters).
+#![forbid(unsafe_code)]
+
+mod access_log;
+mod cluster;
+mod deps;
+mod egress;
+pub mod endpoints;
+mod listener;
+pub mod names;
+pub mod output;
+mod pb;
+pub mod route;
+pub mod snapshot;
+mod virtual_gateway;
+mod virtual_node;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use meshplane_model::common::IpPreference;
+use meshplane_model::virtual_node::ServiceDiscovery;
+use meshplane_model::{MeshSpec, NodeId, ProxyKind, ResourceId, ResourceKind, VirtualNodeSpec};
+
+pub use deps::{Dependencies, dependencies};
+pub use endpoints::{CloudMapService, Endpoints, Instance};
+pub use output::{Diagnostic, DiagnosticCode, ProxyConfig, Severity};
+pub use snapshot::MeshSnapshot;
+
+/// Knobs that are not part of the mesh: ports of the proxy and App Mesh's hidden defaults.
+///
+/// `Default` gives App Mesh's values; tests and special deployments may change the ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// Port of the ingress listener (App Mesh: 15000, `APPMESH_ENVOY_INGRESS_PORT`).
+    pub ingress_port: u32,
+    /// Port of the egress listener (App Mesh: 15001, `APPMESH_ENVOY_EGRESS_PORT`).
+    pub egress_port: u32,
+    /// Route timeout when a route (or listener) declares no `perRequest` timeout, in
+    /// milliseconds (App Mesh: 15 s).
+    pub default_route_timeout_ms: i64,
+    /// Number of retries of the default retry policy applied to HTTP/gRPC routes that
+    /// declare none (App Mesh: 2). `None` disables the default policy.
+    pub default_max_retries: Option<u32>,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            ingress_port: 15000,
+            egress_port: 15001,
+            default_route_timeout_ms: 15_000,
+            default_max_retries: Some(2),
+        }
+    }
+}
+
+/// Translates the configuration of proxy `node` (an Envoy whose `node.id` parsed to it).
+///
+/// `endpoints` feeds EDS for target nodes with Cloud Map service discovery; pass
+/// [`Endpoints::none()`] when there is no registry. Never panics: any resource that cannot be
+/// honoured is skipped and reported in [`ProxyConfig::diagnostics`].
+///
+/// Virtual gateways are not translated yet: the result is empty with a
+/// [`DiagnosticCode::VirtualGatewayNotTranslated`] error.
+pub fn translate_node(
+    snapshot: &MeshSnapshot,
+    endpoints: &Endpoints,
+    node: &NodeId,
+    options: &TranslateOptions,
+) -> ProxyConfig {
+    let mut out = ProxyConfig::default();
+    let id = node.resource_id();
+    if node.mesh != snapshot.mesh_name {
+        out.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            code: DiagnosticCode::MeshMismatch,
+            resource: Some(id),
+            message: format!(
+                "proxy {node} belongs to mesh `{}` but the snapshot is of mesh `{}`",
+                node.mesh, snapshot.mesh_name
+            ),
+        });
+        return out;
+    }
+    match node.kind {
+        ProxyKind::VirtualGateway => {
+            virtual_gateway::translate(snapshot, node, &mut out);
+            out
+        }
+        ProxyKind::VirtualNode => {
+            let Some(spec) = snapshot.virtual_nodes.get(&node.name) else {
+                out.diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: DiagnosticCode::ProxyResourceMissing,
+                    resource: Some(id),
+                    message: format!(
+                        "virtual node `{}` does not exist in mesh `{}`",
+                        node.name, node.mesh
+                    ),
+                });
+                return out;
+            };
+            let mut ctx = Ctx::new(snapshot, endpoints, options, &node.name, spec);
+            if snapshot.mesh.is_none() {
+                ctx.diag(
+                    Severity::Warning,
+                    DiagnosticCode::MeshMissing,
+                    Some(ResourceId::mesh(snapshot.mesh_name.clone())),
+                    format!(
+                        "mesh `{}` does not exist; using default mesh settings",
+                        snapshot.mesh_name
+                    ),
+                );
+            }
+            virtual_node::ingress(&mut ctx);
+            egress::egress(&mut ctx);
+            ctx.finish(out)
+        }
+    }
+}
+
+/// Translation state shared by the modules while one proxy is being built.
+pub(crate) struct Ctx<'a> {
+    pub snap: &'a MeshSnapshot,
+    pub endpoints: &'a Endpoints,
+    pub opts: &'a TranslateOptions,
+    /// The proxy's own virtual node.
+    pub node_name: &'a str,
+    pub node: &'a VirtualNodeSpec,
+    pub mesh: MeshSpec,
+    pub out: ProxyConfig,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        snap: &'a MeshSnapshot,
+        endpoints: &'a Endpoints,
+        opts: &'a TranslateOptions,
+        node_name: &'a str,
+        node: &'a VirtualNodeSpec,
+    ) -> Self {
+        Ctx {
+            snap,
+            endpoints,
+            opts,
+            node_name,
+            node,
+            mesh: snap.mesh.clone().unwrap_or_default(),
+            out: ProxyConfig::default(),
+        }
+    }
+
+    fn finish(self, mut out: ProxyConfig) -> ProxyConfig {
+        out.clusters.extend(self.out.clusters);
+        out.endpoints.extend(self.out.endpoints);
+        out.listeners.extend(self.out.listeners);
+        out.route_configs.extend(self.out.route_configs);
+        out.secrets.extend(self.out.secrets);
+        out.diagnostics.extend(self.out.diagnostics);
+        out
+    }
+
+    pub(crate) fn mesh_name(&self) -> &str {
+        &self.snap.mesh_name
+    }
+
+    pub(crate) fn node_id(&self) -> ResourceId {
+        self.snap.id(ResourceKind::VirtualNode, self.node_name)
+    }
+
+    pub(crate) fn diag(
+        &mut self,
+        severity: Severity,
+        code: DiagnosticCode,
+        resource: Option<ResourceId>,
+        message: String,
+    ) {
+        let d = Diagnostic {
+            severity,
+            code,
+            resource,
+            message,
+        };
+        if !self.out.diagnostics.contains(&d) {
+            self.out.diagnostics.push(d);
+        }
+    }
+
+    /// The mesh-level IP preference.
+    pub(crate) fn mesh_ip_preference(&self) -> Option<&IpPreference> {
+        self.mesh
+            .service_discovery
+            .as_ref()
+            .and_then(|d| d.ip_preference.as_ref())
+    }
+
+    /// The IP preference of a node: its own service discovery's, else the mesh's.
+    pub(crate) fn ip_preference_of(&self, node: &VirtualNodeSpec) -> Option<IpPreference> {
+        node_ip_preference(node)
+            .or_else(|| self.mesh_ip_preference())
+            .cloned()
+    }
+
+    pub(crate) fn add_cluster(&mut self, c: Cluster) {
+        self.out.clusters.insert(c.name.clone(), c);
+    }
+}
+
+/// A node's own `ipPreference` (dns or awsCloudMap).
+pub(crate) fn node_ip_preference(node: &VirtualNodeSpec) -> Option<&IpPreference> {
+    match node.service_discovery.as_ref()? {
+        ServiceDiscovery::Dns(d) => d.ip_preference.as_ref(),
+        ServiceDiscovery::AwsCloudMap(c) => c.ip_preference.as_ref(),
+    }
+}

@@ -1,0 +1,107 @@
+//! Building blocks shared by the ingress and egress listeners: listener filters, HTTP
+//! connection managers and TCP proxies.
+
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::google::protobuf::Duration;
+
+use crate::pb;
+
+/// Envoy's name of the HTTP connection manager network filter.
+pub(crate) const HCM: &str = "envoy.filters.network.http_connection_manager";
+/// Envoy's name of the TCP proxy network filter.
+pub(crate) const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+
+/// The `original_dst` listener filter: iptables `REDIRECT`s application traffic to the proxy
+/// ports, and this filter restores the original destination so filter chains can match on
+/// the destination port and `ORIGINAL_DST` clusters can forward to it.
+pub(crate) fn original_dst() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.original_dst".to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pb::any(
+            &OriginalDst {},
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Where an HTTP connection manager gets its routes.
+pub(crate) enum Routes {
+    /// Over RDS (ADS) by name.
+    Rds(String),
+    /// Inline.
+    Inline(RouteConfiguration),
+}
+
+/// An HTTP connection manager filter (codec auto-detected: HTTP/1.1 and h2c).
+pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>) -> Filter {
+    let route_specifier = match routes {
+        Routes::Rds(name) => http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(pb::ads()),
+            route_config_name: name,
+        }),
+        Routes::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(rc),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(route_specifier),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_owned(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(
+                &Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        access_log,
+        ..Default::default()
+    };
+    Filter {
+        name: HCM.to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(pb::any(&hcm))),
+    }
+}
+
+/// A TCP proxy to one cluster or to weighted clusters (`(name, weight)`, weights > 0).
+pub(crate) fn tcp_proxy(
+    stat_prefix: &str,
+    clusters: &[(String, u32)],
+    idle_timeout: Option<Duration>,
+    access_log: Vec<AccessLog>,
+) -> Filter {
+    let cluster_specifier = match clusters {
+        [(name, _)] => tcp_proxy::ClusterSpecifier::Cluster(name.clone()),
+        many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: name.clone(),
+                        weight: *weight,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        }),
+    };
+    let tp = TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(cluster_specifier),
+        idle_timeout,
+        access_log,
+        ..Default::default()
+    };
+    Filter {
+        name: TCP_PROXY.to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(pb::any(&tp))),
+    }
+}

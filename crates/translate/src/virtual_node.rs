@@ -1,0 +1,170 @@
+//! The proxy's own virtual node, inbound side: the ingress listener
+//! `lds_ingress_0.0.0.0_15000` and one STATIC `cds_ingress_*` cluster per node listener.
+//!
+//! iptables redirects inbound traffic for the application ports to the ingress port; the
+//! `original_dst` listener filter restores the destination so that each node listener gets
+//! its own filter chain, matched by destination port:
+//! - http, http2, grpc: HTTP connection manager (stat prefix `ingress`) with an inline route
+//!   configuration `rds_ingress_<proto>_<port>`: one catch-all route to the ingress cluster
+//!   with the listener's `perRequest` timeout (default 15 s) and `idle` timeout;
+//! - tcp: TCP proxy (stat prefix `ingress`) with the listener's `tcp.idle` timeout.
+//!
+//! The node's access log is attached to every filter chain. Listener TLS is not translated
+//! yet (a diagnostic says so).
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
+use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol, TlsMode};
+use meshplane_model::virtual_node::Listener as NodeListener;
+
+use crate::listener::{Routes, hcm, original_dst, tcp_proxy};
+use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb, route};
+
+/// Stat prefix of the ingress HTTP connection managers and TCP proxies.
+pub(crate) const INGRESS_STAT_PREFIX: &str = "ingress";
+
+/// The listener address: `0.0.0.0`, or `::` with `ipv4_compat` when an IP preference is set
+/// on the node or the mesh (App Mesh's behaviour).
+pub(crate) fn listen_address(
+    ctx: &Ctx<'_>,
+    port: u32,
+) -> envoy_types::pb::envoy::config::core::v3::Address {
+    if ctx.ip_preference_of(ctx.node).is_some() {
+        pb::socket("::", port, true)
+    } else {
+        pb::socket("0.0.0.0", port, false)
+    }
+}
+
+/// The HTTP timeouts declared on a listener for its protocol.
+pub(crate) fn listener_http_timeout(l: &NodeListener) -> Option<&HttpTimeout> {
+    match (&l.timeout, &l.port_mapping.protocol) {
+        (Some(ListenerTimeout::Http(t)), PortProtocol::Http)
+        | (Some(ListenerTimeout::Http2(t)), PortProtocol::Http2)
+        | (Some(ListenerTimeout::Grpc(t)), PortProtocol::Grpc) => Some(t),
+        _ => None,
+    }
+}
+
+/// The TCP idle timeout declared on a tcp listener, in milliseconds.
+pub(crate) fn listener_tcp_idle_ms(l: &NodeListener) -> Option<i64> {
+    match (&l.timeout, &l.port_mapping.protocol) {
+        (Some(ListenerTimeout::Tcp(t)), PortProtocol::Tcp) => {
+            t.idle.as_ref().map(|d| d.as_millis())
+        }
+        _ => None,
+    }
+}
+
+/// Adds the ingress listener and clusters of the proxy's node (nothing without listeners).
+pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
+    let node = ctx.node;
+    let mut chains = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut listeners: Vec<&NodeListener> = node.listeners().iter().collect();
+    listeners.sort_by_key(|l| l.port_mapping.port);
+    for l in listeners {
+        let pm = &l.port_mapping;
+        if !(1..=65535).contains(&pm.port) || !pm.protocol.is_known() {
+            ctx.diag(
+                Severity::Error,
+                DiagnosticCode::InvalidValue,
+                Some(ctx.node_id()),
+                format!(
+                    "listener {} {} is not a valid port mapping; skipped",
+                    pm.protocol, pm.port
+                ),
+            );
+            continue;
+        }
+        if !seen.insert(pm.port) {
+            ctx.diag(
+                Severity::Error,
+                DiagnosticCode::InvalidValue,
+                Some(ctx.node_id()),
+                format!(
+                    "port {} has several listeners; only the first is served",
+                    pm.port
+                ),
+            );
+            continue;
+        }
+        if let Some(tls) = &l.tls {
+            if tls.mode != TlsMode::Disabled {
+                ctx.diag(
+                    Severity::Error,
+                    DiagnosticCode::TlsNotTranslated,
+                    Some(ctx.node_id()),
+                    format!(
+                        "listener {} {}: TLS mode {} is not translated yet; served in plaintext",
+                        pm.protocol, pm.port, tls.mode
+                    ),
+                );
+            }
+        }
+        let c = cluster::ingress_cluster(ctx, l);
+        let cluster_name = c.name.clone();
+        ctx.add_cluster(c);
+        let logs = access_log::access_logs(node.logging.as_ref());
+        let filter = if cluster::is_http(&pm.protocol) {
+            let t = listener_http_timeout(l);
+            let action = route::action(
+                &[(cluster_name, 1)],
+                t,
+                ctx.opts.default_route_timeout_ms,
+                None,
+            );
+            let m = RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+                ..Default::default()
+            };
+            let rc = RouteConfiguration {
+                name: names::ingress_route_config(&pm.protocol, pm.port),
+                virtual_hosts: vec![VirtualHost {
+                    name: format!("{}_{}_{}", ctx.node_name, pm.protocol, pm.port),
+                    domains: vec!["*".to_owned()],
+                    routes: vec![route::envoy_route("ingress", m, action)],
+                    ..Default::default()
+                }],
+                validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue {
+                    value: false,
+                }),
+                ..Default::default()
+            };
+            hcm(INGRESS_STAT_PREFIX, Routes::Inline(rc), logs)
+        } else {
+            tcp_proxy(
+                INGRESS_STAT_PREFIX,
+                &[(cluster_name, 1)],
+                listener_tcp_idle_ms(l).map(pb::millis),
+                logs,
+            )
+        };
+        chains.push(FilterChain {
+            name: format!("ingress_{}_{}", pm.protocol, pm.port),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(pb::u32v(pm.port)),
+                ..Default::default()
+            }),
+            filters: vec![filter],
+            ..Default::default()
+        });
+    }
+    if chains.is_empty() {
+        return;
+    }
+    let port = ctx.opts.ingress_port;
+    let listener = Listener {
+        name: names::ingress_listener(port),
+        address: Some(listen_address(ctx, port)),
+        filter_chains: chains,
+        listener_filters: vec![original_dst()],
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    };
+    ctx.out.listeners.insert(listener.name.clone(), listener);
+}
