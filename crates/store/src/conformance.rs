@@ -47,6 +47,9 @@ macro_rules! store_conformance_tests {
             ),
             list_is_sorted_by_bytes_and_isolates_prefixes($crate::StoreOptions::default()),
             list_paginates_with_start_after_and_limit($crate::StoreOptions::default()),
+            list_is_a_consistent_snapshot_under_concurrent_writes(
+                $crate::StoreOptions::default()
+            ),
             delete_of_missing_key_is_a_noop($crate::StoreOptions::default()),
             put_then_delete_in_one_txn($crate::StoreOptions::default()),
             watch_from_zero_replays_everything_then_goes_live($crate::StoreOptions::default()),
@@ -56,6 +59,9 @@ macro_rules! store_conformance_tests {
             watch_from_compacted_revision_fails($crate::conformance::small_history()),
             concurrent_compare_and_set_loses_no_update($crate::StoreOptions::default()),
             watch_sees_concurrent_writes_in_order_without_duplicates(
+                $crate::StoreOptions::default()
+            ),
+            watches_started_during_writes_have_no_gap_or_duplicate(
                 $crate::StoreOptions::default()
             ),
             slow_watcher_does_not_block_writers_and_catches_up(
@@ -477,6 +483,51 @@ pub async fn list_paginates_with_start_after_and_limit<S: Store>(store: S) {
     assert_eq!((page.items.len(), page.more), (0, false));
 }
 
+/// While every transaction rewrites all keys of a prefix, each listing (and each of
+/// its pages) shows them all at the page's revision: a page never mixes snapshots.
+pub async fn list_is_a_consistent_snapshot_under_concurrent_writes<S: Store>(store: S) {
+    const KEYS: usize = 10;
+    const WRITES: usize = 150;
+    let store = Arc::new(store);
+    let rewrite_all = |round: usize| Txn {
+        preconditions: vec![],
+        ops: (0..KEYS)
+            .map(|k| put(&format!("l/{k}"), &round.to_string()))
+            .collect(),
+    };
+    commit(&*store, rewrite_all(0)).await;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for round in 1..=WRITES {
+                commit(&*store, rewrite_all(round)).await;
+            }
+        })
+    };
+    let mut checked = 0;
+    while !writer.is_finished() || checked == 0 {
+        let page = list(&*store, "l/", None, 0).await;
+        assert_eq!(page.items.len(), KEYS);
+        let value = page.items[0].value.clone();
+        for kv in &page.items {
+            assert_eq!(
+                kv.mod_revision, page.revision,
+                "{kv:?} in a page at {}",
+                page.revision
+            );
+            assert_eq!(kv.value, value, "one page mixes two transactions");
+        }
+        // A single limited page is a snapshot too.
+        let page = list(&*store, "l/", Some("l/3"), 4).await;
+        assert!(page.items.iter().all(|kv| kv.mod_revision == page.revision));
+        checked += 1;
+    }
+    if let Err(e) = writer.await {
+        panic!("writer failed: {e}");
+    }
+    assert_eq!(revision(&*store).await as usize, WRITES + 1);
+}
+
 /// Deleting a missing key changes nothing: no revision, no event, no error.
 pub async fn delete_of_missing_key_is_a_noop<S: Store>(store: S) {
     put_one(&store, "k", "v").await;
@@ -808,6 +859,53 @@ pub async fn watch_sees_concurrent_writes_in_order_without_duplicates<S: Store>(
     }
     assert_eq!(got, expected);
     assert!(got.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// Watches started at recent revisions while a writer commits continuously (the
+/// replay-to-live hand-over races with commits) each see exactly `from + 1, from + 2,
+/// ...`: no gap, no duplicate.
+pub async fn watches_started_during_writes_have_no_gap_or_duplicate<S: Store>(store: S) {
+    const WRITES: u64 = 400;
+    const WATCHES: u64 = 24;
+    const EVENTS_PER_WATCH: u64 = 40;
+    let store = Arc::new(store);
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..WRITES {
+                put_one(&*store, &format!("g/{i:04}"), "x").await;
+            }
+        })
+    };
+    let mut watches = Vec::new();
+    for n in 0..WATCHES {
+        // Start at, slightly before, or just after the current revision.
+        let now = revision(&*store).await;
+        let from = match n % 3 {
+            0 => now,
+            1 => now.saturating_sub(3),
+            _ => now + 1,
+        };
+        if from + EVENTS_PER_WATCH > WRITES {
+            break;
+        }
+        watches.push((from, watch(&*store, "g/", from).await));
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        watches.len() >= 2,
+        "the writer finished before the watches started"
+    );
+    for (from, mut rx) in watches {
+        for offset in 1..=EVENTS_PER_WATCH {
+            let event = next_event(&mut rx).await;
+            assert_eq!(event.revision(), from + offset, "watch from {from}");
+            assert_eq!(event.kv.key, format!("g/{:04}", from + offset - 1));
+        }
+    }
+    if let Err(e) = writer.await {
+        panic!("writer failed: {e}");
+    }
 }
 
 /// A watcher that does not read does not slow writers down, and when it reads again

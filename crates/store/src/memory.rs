@@ -232,8 +232,7 @@ impl LogSource for Inner {
             .map_err(|_| StoreError::Corrupt("log offset overflow".to_owned()))?;
         let events = state
             .log
-            .iter()
-            .skip(skip)
+            .range(skip.min(state.log.len())..)
             .take_while(|b| b.revision <= through)
             .flat_map(|b| b.events.iter())
             .filter(|e| e.kv.key.starts_with(&prefix))

@@ -92,6 +92,9 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// Queues writers on the executor (FIFO) so that at most one blocking-pool thread
+    /// at a time works on, or waits for, the writer connection.
+    write_permit: tokio::sync::Mutex<()>,
     readers: Mutex<Vec<Connection>>,
     /// The last committed revision, for `revision()` without touching the disk.
     revision: AtomicU64,
@@ -139,6 +142,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
+                write_permit: tokio::sync::Mutex::new(()),
                 readers: Mutex::new(Vec::new()),
                 revision: AtomicU64::new(revision),
                 events,
@@ -187,6 +191,10 @@ impl Store for SqliteStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        // The writer mutex inside `apply` is what serialises transactions; the permit
+        // only keeps waiting writers off the blocking pool. If this future is dropped
+        // mid-way the transaction still completes (or not) on its own.
+        let _permit = self.inner.write_permit.lock().await;
         self.blocking(move |inner| inner.apply(txn)).await
     }
 
