@@ -1,0 +1,206 @@
+//! Properties of the translator as a whole:
+//! - determinism: the same input translated twice gives byte-identical encodings, and the
+//!   order of the input resources does not matter (proptest over permutations of every
+//!   fixture);
+//! - RDS isolation: a route weight change alters only `RouteConfiguration` resources, never
+//!   the bytes of a Listener or Cluster (so Envoy never drains a listener for it);
+//! - dependencies: the dependency set names exactly what the node reads.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use meshplane_model::{NodeId, ProxyKind, ResourceId, ResourceKind, Spec};
+use meshplane_translate::{
+    MeshSnapshot, TranslateOptions, dependencies, output::ROUTE_TYPE_URL, translate_node,
+};
+use proptest::prelude::*;
+
+type Encoded = BTreeMap<String, BTreeMap<(String, String), Vec<u8>>>;
+
+fn encode_all(resources: Vec<meshplane_model::Resource>, case: &common::Case) -> Encoded {
+    common::translate_all(resources, &case.endpoints)
+        .into_iter()
+        .map(|(k, v)| (k, common::encodings(&v)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn translation_is_deterministic_and_order_independent(
+        case_idx in 0usize..64,
+        perm_seed in proptest::collection::vec(any::<u32>(), 64),
+    ) {
+        let names = common::case_names();
+        let case = common::load_case(&names[case_idx % names.len()]);
+        let baseline = encode_all(case.resources.clone(), &case);
+        // Same input again: byte-identical.
+        prop_assert_eq!(&baseline, &encode_all(case.resources.clone(), &case));
+        // Shuffled input (sort by a random key per position): same output.
+        let mut keyed: Vec<(u32, usize)> = (0..case.resources.len())
+            .map(|i| (perm_seed[i % perm_seed.len()].wrapping_mul(i as u32 + 1), i))
+            .collect();
+        keyed.sort();
+        let shuffled: Vec<_> = keyed.iter().map(|(_, i)| case.resources[*i].clone()).collect();
+        prop_assert_eq!(&baseline, &encode_all(shuffled, &case), "case {}", case.name);
+    }
+}
+
+#[test]
+fn weight_change_touches_only_route_configurations() {
+    let case = common::load_case("colorapp");
+    let before = encode_all(case.resources.clone(), &case);
+    let mut changed = case.resources.clone();
+    let mut touched = false;
+    for r in &mut changed {
+        if let Spec::Route(route) = &mut r.spec {
+            let h = route.http_route.as_mut().expect("colorapp route is http");
+            h.action.weighted_targets[0].weight = 7;
+            h.action.weighted_targets.pop(); // drop green as well: a target set change
+            touched = true;
+        }
+    }
+    assert!(touched);
+    let after = encode_all(changed, &case);
+    let front = "mesh/demo/virtualNode/front";
+    let (b, a) = (&before[front], &after[front]);
+    let mut route_changed = false;
+    for (key, bytes) in b {
+        let (ty, name) = key;
+        if ty == ROUTE_TYPE_URL {
+            route_changed |= a.get(key) != Some(bytes);
+        } else if a.get(key).is_some() {
+            assert_eq!(
+                a.get(key),
+                Some(bytes),
+                "{ty} {name} changed on a weight change"
+            );
+        }
+    }
+    assert!(
+        route_changed,
+        "the route configuration must carry the new weights"
+    );
+    // Listeners are never added or removed by a weight change.
+    let listeners = |m: &BTreeMap<(String, String), Vec<u8>>| {
+        m.keys()
+            .filter(|(t, _)| t.ends_with("Listener"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listeners(b), listeners(a));
+}
+
+#[test]
+fn dependencies_of_the_colorapp_front() {
+    let case = common::load_case("colorapp");
+    let snap = MeshSnapshot::from_resources("demo", case.resources);
+    let front = NodeId {
+        mesh: "demo".into(),
+        owner: None,
+        kind: ProxyKind::VirtualNode,
+        name: "front".into(),
+    };
+    let deps = dependencies(&snap, &front);
+    let id = |k, n: &str| ResourceId::child(k, "demo", n);
+    let expected: std::collections::BTreeSet<ResourceId> = [
+        ResourceId::mesh("demo"),
+        id(ResourceKind::VirtualNode, "front"),
+        id(ResourceKind::VirtualService, "color.demo.local"),
+        id(ResourceKind::VirtualRouter, "color-router"),
+        ResourceId::grandchild(ResourceKind::Route, "demo", "color-router", "color-route"),
+        id(ResourceKind::VirtualNode, "red"),
+        id(ResourceKind::VirtualNode, "blue"),
+        id(ResourceKind::VirtualNode, "green"),
+    ]
+    .into();
+    assert_eq!(deps.resources, expected);
+    // Not a dependency: another service nobody on front's path uses.
+    assert!(!deps.affected_by(&id(ResourceKind::VirtualService, "front.demo.local")));
+    // A route created later under the router is caught through its parent.
+    assert!(deps.affected_by(&ResourceId::grandchild(
+        ResourceKind::Route,
+        "demo",
+        "color-router",
+        "new"
+    )));
+    // A leaf node's config depends on itself and the mesh only.
+    let red = NodeId {
+        name: "red".into(),
+        ..front.clone()
+    };
+    assert_eq!(dependencies(&snap, &red).resources.len(), 2);
+}
+
+#[test]
+fn dependencies_cover_missing_references_and_cloud_map() {
+    let case = common::load_case("missing_references");
+    let snap = MeshSnapshot::from_resources("demo", case.resources);
+    let client = NodeId {
+        mesh: "demo".into(),
+        owner: None,
+        kind: ProxyKind::VirtualNode,
+        name: "client".into(),
+    };
+    let deps = dependencies(&snap, &client);
+    // Creating the missing service must trigger a recompute.
+    assert!(deps.affected_by(&ResourceId::child(
+        ResourceKind::VirtualService,
+        "demo",
+        "ghost.demo.local"
+    )));
+    assert!(deps.affected_by(&ResourceId::child(
+        ResourceKind::VirtualNode,
+        "demo",
+        "vanished"
+    )));
+    assert!(deps.affected_by(&ResourceId::child(
+        ResourceKind::VirtualRouter,
+        "demo",
+        "vanished"
+    )));
+
+    let case = common::load_case("cloud_map");
+    let snap = MeshSnapshot::from_resources("demo", case.resources);
+    let client = NodeId {
+        name: "client".into(),
+        ..client
+    };
+    let deps = dependencies(&snap, &client);
+    assert_eq!(deps.cloud_map_services.len(), 2);
+}
+
+#[test]
+fn every_dependency_change_is_visible_and_others_are_not() {
+    // Removing resources outside the dependency set must not change the output: the
+    // contract the reconciler relies on (colorapp: `front.demo.local` is not read by front).
+    let case = common::load_case("colorapp");
+    let snap = MeshSnapshot::from_resources("demo", case.resources.clone());
+    let front = NodeId {
+        mesh: "demo".into(),
+        owner: None,
+        kind: ProxyKind::VirtualNode,
+        name: "front".into(),
+    };
+    let opts = TranslateOptions::default();
+    let before = translate_node(&snap, &case.endpoints, &front, &opts);
+    let deps = dependencies(&snap, &front);
+    let mut snap2 = snap.clone();
+    for name in snap.virtual_services.keys() {
+        let id = ResourceId::child(ResourceKind::VirtualService, "demo", name.clone());
+        if !deps.affected_by(&id) {
+            snap2.virtual_services.remove(name);
+        }
+    }
+    assert_eq!(
+        snap2.virtual_services.len(),
+        1,
+        "front.demo.local was removed"
+    );
+    assert_eq!(
+        before,
+        translate_node(&snap2, &case.endpoints, &front, &opts)
+    );
+}
