@@ -27,8 +27,9 @@
 //! - [`MemoryStore`]: the same semantics in memory, for fast tests.
 //!
 //! Both are tuned by [`StoreOptions`] (change-log retention and watch buffering) and
-//! both pass the backend-agnostic suite in [`conformance`] (feature `conformance`),
-//! which a future etcd backend runs too through [`store_conformance_tests!`].
+//! both pass the backend-agnostic suite in the `conformance` module (cargo feature
+//! `conformance`), which a future etcd backend runs too through the
+//! `store_conformance_tests!` macro.
 //!
 //! # Details the trait docs leave open
 //!

@@ -40,10 +40,6 @@ use crate::{
     StoreOptions, Txn, TxnOutcome, WatchStream,
 };
 
-/// The persisted schema version, stored in `meta.format_version`. Bump it (and add a
-/// migration) whenever the schema or the encoding of a column changes.
-pub const FORMAT_VERSION: i64 = 1;
-
 /// Idle read connections kept for reuse; more are opened on demand under load.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -108,6 +104,12 @@ struct Inner {
 // === impl SqliteStore ===
 
 impl SqliteStore {
+    /// The persisted schema version this build reads and writes, stored in the `meta`
+    /// row `format_version`. Opening a file with a newer version fails with
+    /// [`StoreError::Corrupt`]. Bump it (and add a migration) whenever the schema or
+    /// the encoding of a column changes.
+    pub const FORMAT_VERSION: i64 = 1;
+
     /// Opens (creating if needed) the database at `path`, with default
     /// [`StoreOptions`]. The caller passes `<data-dir>/meshplane.db`; the directory
     /// must exist.
@@ -453,17 +455,18 @@ fn init_schema(conn: &mut Connection) -> Result<Revision, StoreError> {
             )
             .optional()
             .map_err(sql_err)?;
+        let supported = SqliteStore::FORMAT_VERSION;
         match version {
-            Some(FORMAT_VERSION) => {}
-            Some(v) if v > FORMAT_VERSION => {
+            Some(v) if v == supported => {}
+            Some(v) if v > supported => {
                 return Err(StoreError::Corrupt(format!(
                     "database format version {v} is newer than the supported version \
-                     {FORMAT_VERSION}: open it with a newer meshplane"
+                     {supported}: open it with a newer meshplane"
                 )));
             }
             Some(v) => {
                 return Err(StoreError::Corrupt(format!(
-                    "database format version {v} is not supported (expected {FORMAT_VERSION})"
+                    "database format version {v} is not supported (expected {supported})"
                 )));
             }
             None => {
@@ -480,7 +483,7 @@ fn init_schema(conn: &mut Connection) -> Result<Revision, StoreError> {
         tx.execute_batch(SCHEMA).map_err(sql_err)?;
         tx.execute(
             "INSERT INTO meta (name, value) VALUES ('format_version', ?1)",
-            [FORMAT_VERSION],
+            [SqliteStore::FORMAT_VERSION],
         )
         .map_err(sql_err)?;
     }

@@ -35,6 +35,10 @@ fn main() {
             // The libtest-like arguments (`--nocapture`, filters) are ignored; a
             // filter that excludes "durability" skips the test.
             let args: Vec<String> = std::env::args().skip(1).collect();
+            if args.iter().any(|a| a == "--list") {
+                println!("durability_survives_sigkill: test");
+                return;
+            }
             let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
             if !filters.is_empty()
                 && !filters
