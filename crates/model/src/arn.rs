@@ -27,19 +27,26 @@ impl Arn {
 
     /// Parses an App Mesh ARN.
     pub fn parse(arn: &str) -> Result<Arn, ArnError> {
-        let err = |reason| ArnError { arn: arn.to_owned(), reason };
+        let err = |reason| ArnError {
+            arn: arn.to_owned(),
+            reason,
+        };
         let mut parts = arn.splitn(6, ':');
         if parts.next() != Some("arn") {
             return Err(err("must start with `arn:`"));
         }
-        let partition = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| err("no partition"))?;
+        let partition = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| err("no partition"))?;
         if parts.next() != Some("appmesh") {
             return Err(err("service must be `appmesh`"));
         }
         let region = parts.next().ok_or_else(|| err("no region"))?;
         let account = parts.next().ok_or_else(|| err("no account"))?;
         let resource = parts.next().ok_or_else(|| err("no resource"))?;
-        let (id, _owner) = parse_resource_path(resource).ok_or_else(|| err("unknown resource path"))?;
+        let (id, _owner) =
+            parse_resource_path(resource).ok_or_else(|| err("unknown resource path"))?;
         Ok(Arn {
             partition: partition.to_owned(),
             region: region.to_owned(),
@@ -60,7 +67,9 @@ fn parse_resource_path(path: &str) -> Option<(ResourceId, Option<String>)> {
         None => (segs[1], None),
     };
     let kind = |s: &str| -> Option<ResourceKind> {
-        ResourceKind::ALL.into_iter().find(|k| k.as_str() == s && *k != ResourceKind::Mesh)
+        ResourceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s && *k != ResourceKind::Mesh)
     };
     let nonempty = |s: &&str| !s.is_empty();
     let id = match segs.len() {
@@ -131,7 +140,12 @@ impl NodeId {
             _ => return Err(bad()),
         };
         let owner = owner.or(arn_account.filter(|a| !a.is_empty()).map(str::to_owned));
-        Ok(NodeId { mesh: id.mesh, owner, kind, name: id.name })
+        Ok(NodeId {
+            mesh: id.mesh,
+            owner,
+            kind,
+            name: id.name,
+        })
     }
 
     /// The resource this proxy runs for.
@@ -177,7 +191,12 @@ mod tests {
             assert_eq!(arn.account, "111122223333");
         }
         assert_eq!(
-            Arn::format("aws", "r", "a", &ResourceId::grandchild(ResourceKind::Route, "m", "r", "x")),
+            Arn::format(
+                "aws",
+                "r",
+                "a",
+                &ResourceId::grandchild(ResourceKind::Route, "m", "r", "x")
+            ),
             "arn:aws:appmesh:r:a:mesh/m/virtualRouter/r/route/x"
         );
     }
@@ -199,12 +218,15 @@ mod tests {
     #[test]
     fn node_id_accepts_every_app_mesh_form() {
         let a = NodeId::parse("mesh/demo/virtualNode/front").unwrap();
-        assert_eq!((a.mesh.as_str(), a.owner, a.kind, a.name.as_str()),
-            ("demo", None, ProxyKind::VirtualNode, "front"));
+        assert_eq!(
+            (a.mesh.as_str(), a.owner, a.kind, a.name.as_str()),
+            ("demo", None, ProxyKind::VirtualNode, "front")
+        );
         let b = NodeId::parse("mesh/demo@111122223333/virtualGateway/gw").unwrap();
         assert_eq!(b.owner.as_deref(), Some("111122223333"));
         assert_eq!(b.kind, ProxyKind::VirtualGateway);
-        let c = NodeId::parse("arn:aws:appmesh:us-east-1:111122223333:mesh/demo/virtualNode/front").unwrap();
+        let c = NodeId::parse("arn:aws:appmesh:us-east-1:111122223333:mesh/demo/virtualNode/front")
+            .unwrap();
         assert_eq!(c.name, "front");
         assert_eq!(c.owner.as_deref(), Some("111122223333"));
         assert!(NodeId::parse("mesh/demo/virtualRouter/r").is_err());

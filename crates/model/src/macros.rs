@@ -40,6 +40,18 @@ macro_rules! string_enum {
             }
         }
 
+        impl $crate::validate::WireEnum for $name {
+            fn values() -> &'static [&'static str] {
+                Self::VALUES
+            }
+            fn wire(&self) -> &str {
+                self.as_str()
+            }
+            fn is_known(&self) -> bool {
+                !matches!(self, Self::Unknown(_))
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())

@@ -38,6 +38,8 @@ pub struct MeshServiceDiscovery {
 impl MeshSpec {
     /// The effective egress filter (`DROP_ALL` when unset).
     pub fn egress_filter_type(&self) -> EgressFilterType {
-        self.egress_filter.as_ref().map_or(EgressFilterType::DropAll, |f| f.type_.clone())
+        self.egress_filter
+            .as_ref()
+            .map_or(EgressFilterType::DropAll, |f| f.type_.clone())
     }
 }

@@ -65,7 +65,10 @@ impl ResourceKind {
             .filter(|c| c.is_ascii_alphanumeric())
             .map(|c| c.to_ascii_lowercase())
             .collect();
-        let k = k.strip_suffix('s').filter(|k| !k.is_empty() && *k != "mesh").unwrap_or(&k);
+        let k = k
+            .strip_suffix('s')
+            .filter(|k| !k.is_empty() && *k != "mesh")
+            .unwrap_or(&k);
         let k = if k == "meshe" { "mesh" } else { k };
         Some(match k {
             "mesh" => ResourceKind::Mesh,
@@ -111,12 +114,22 @@ impl ResourceId {
     /// A mesh.
     pub fn mesh(name: impl Into<String>) -> Self {
         let name = name.into();
-        ResourceId { kind: ResourceKind::Mesh, mesh: name.clone(), parent: None, name }
+        ResourceId {
+            kind: ResourceKind::Mesh,
+            mesh: name.clone(),
+            parent: None,
+            name,
+        }
     }
 
     /// A direct child of a mesh (virtual node, service, router or gateway).
     pub fn child(kind: ResourceKind, mesh: impl Into<String>, name: impl Into<String>) -> Self {
-        ResourceId { kind, mesh: mesh.into(), parent: None, name: name.into() }
+        ResourceId {
+            kind,
+            mesh: mesh.into(),
+            parent: None,
+            name: name.into(),
+        }
     }
 
     /// A route (parent = router) or gateway route (parent = gateway).
@@ -126,14 +139,23 @@ impl ResourceId {
         parent: impl Into<String>,
         name: impl Into<String>,
     ) -> Self {
-        ResourceId { kind, mesh: mesh.into(), parent: Some(parent.into()), name: name.into() }
+        ResourceId {
+            kind,
+            mesh: mesh.into(),
+            parent: Some(parent.into()),
+            name: name.into(),
+        }
     }
 
     /// The id of the parent resource (router, gateway, or mesh), if any.
     pub fn parent_id(&self) -> Option<ResourceId> {
         match (self.kind, &self.parent) {
             (ResourceKind::Mesh, _) => None,
-            (k, Some(p)) => Some(ResourceId::child(k.parent_kind()?, self.mesh.clone(), p.clone())),
+            (k, Some(p)) => Some(ResourceId::child(
+                k.parent_kind()?,
+                self.mesh.clone(),
+                p.clone(),
+            )),
             (_, None) => Some(ResourceId::mesh(self.mesh.clone())),
         }
     }
