@@ -110,12 +110,17 @@ fn endpoint(address: &str, port: u32, ipv4_compat: bool, hc_port: Option<u32>) -
 }
 
 fn assignment(cluster_name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {
-    ClusterLoadAssignment {
-        cluster_name: cluster_name.to_owned(),
-        endpoints: vec![LocalityLbEndpoints {
+    let endpoints = if lb_endpoints.is_empty() {
+        Vec::new()
+    } else {
+        vec![LocalityLbEndpoints {
             lb_endpoints,
             ..Default::default()
-        }],
+        }]
+    };
+    ClusterLoadAssignment {
+        cluster_name: cluster_name.to_owned(),
+        endpoints,
         ..Default::default()
     }
 }
@@ -178,8 +183,9 @@ fn health_check(hc: &HealthCheckPolicy) -> HealthCheck {
         }),
     };
     HealthCheck {
-        timeout: Some(pb::millis(hc.timeout_millis)),
-        interval: Some(pb::millis(hc.interval_millis)),
+        // Envoy requires both to be > 0.
+        timeout: Some(pb::millis(hc.timeout_millis.max(1))),
+        interval: Some(pb::millis(hc.interval_millis.max(1))),
         unhealthy_threshold: Some(pb::u32v(hc.unhealthy_threshold)),
         healthy_threshold: Some(pb::u32v(hc.healthy_threshold)),
         health_checker: Some(checker),
@@ -191,8 +197,9 @@ fn health_check(hc: &HealthCheckPolicy) -> HealthCheck {
 fn outlier_detection(od: &OutlierDetection) -> EnvoyOutlier {
     EnvoyOutlier {
         consecutive_5xx: Some(pb::u32v(od.max_server_errors)),
-        interval: Some(pb::millis(od.interval.as_millis())),
-        base_ejection_time: Some(pb::millis(od.base_ejection_duration.as_millis())),
+        // Envoy requires both to be > 0.
+        interval: Some(pb::millis(od.interval.as_millis().max(1))),
+        base_ejection_time: Some(pb::millis(od.base_ejection_duration.as_millis().max(1))),
         max_ejection_percent: Some(pb::u32v(od.max_ejection_percent.clamp(0, 100))),
         ..Default::default()
     }
@@ -223,6 +230,9 @@ pub(crate) fn ensure_egress_cluster(
         return Some(name);
     }
     let sd = target.service_discovery.as_ref()?;
+    if matches!(sd, ServiceDiscovery::Dns(d) if d.hostname.trim().is_empty()) {
+        return None;
+    }
     let pref = ctx.ip_preference_of(target);
     let port = pb::clamp_u32(pm.port);
     let hc_port = l
@@ -279,12 +289,11 @@ pub(crate) fn ensure_egress_cluster(
                 .matching(&service, &filter)
                 .into_iter()
                 .filter_map(|i| {
-                    let addr = match (v6, &i.ipv4, &i.ipv6) {
-                        (true, _, Some(a)) | (false, Some(a), _) => a,
-                        (_, Some(a), None) | (_, None, Some(a)) => a,
-                        (_, None, None) => return None,
-                    };
-                    let mut e = endpoint(addr, i.port.unwrap_or(port), false, hc_port);
+                    let (v4a, v6a) = (valid_ip(i.ipv4.as_deref()), valid_ip(i.ipv6.as_deref()));
+                    // The preferred family first, else whichever valid address there is.
+                    let addr = if v6 { v6a.or(v4a) } else { v4a.or(v6a) }?;
+                    let p = i.port.filter(|p| (1..=65535).contains(p)).unwrap_or(port);
+                    let mut e = endpoint(addr, p, false, hc_port);
                     e.health_status = if i.healthy {
                         HealthStatus::Healthy as i32
                     } else {
@@ -300,6 +309,10 @@ pub(crate) fn ensure_egress_cluster(
     }
     ctx.add_cluster(c);
     Some(name)
+}
+
+fn valid_ip(a: Option<&str>) -> Option<&str> {
+    a.filter(|s| s.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// The `ORIGINAL_DST` pass-through cluster used under `ALLOW_ALL`.

@@ -28,7 +28,8 @@ impl CloudMapService {
     }
 }
 
-/// One registered instance.
+/// One registered instance. Instances without a valid IP address (in the preferred family or
+/// the other one) are left out of the assignment: Envoy rejects EDS hosts that are not IPs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instance {
     /// Instance id (unique within the service); used for ordering only.

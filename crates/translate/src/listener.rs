@@ -71,14 +71,16 @@ pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>)
     }
 }
 
-/// A TCP proxy to one cluster or to weighted clusters (`(name, weight)`, weights > 0).
+/// A TCP proxy to one cluster or to weighted clusters (`(name, weight)`). Zero-weight
+/// clusters are left out (Envoy requires TCP weights >= 1); at least one weight must be > 0.
 pub(crate) fn tcp_proxy(
     stat_prefix: &str,
     clusters: &[(String, u32)],
     idle_timeout: Option<Duration>,
     access_log: Vec<AccessLog>,
 ) -> Filter {
-    let cluster_specifier = match clusters {
+    let clusters: Vec<(String, u32)> = clusters.iter().filter(|(_, w)| *w > 0).cloned().collect();
+    let cluster_specifier = match clusters.as_slice() {
         [(name, _)] => tcp_proxy::ClusterSpecifier::Cluster(name.clone()),
         many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
             clusters: many

@@ -22,7 +22,9 @@ pub(crate) fn any<T: Name + Message>(m: &T) -> Any {
 
 /// A protobuf duration of `ms` milliseconds (negative input is clamped to zero).
 pub(crate) fn millis(ms: i64) -> Duration {
-    let ms = ms.max(0);
+    // google.protobuf.Duration allows at most 315,576,000,000 s (10,000 years).
+    const MAX_MS: i64 = 315_576_000_000 * 1000;
+    let ms = ms.clamp(0, MAX_MS);
     Duration {
         seconds: ms / 1000,
         nanos: ((ms % 1000) * 1_000_000) as i32,

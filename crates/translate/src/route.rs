@@ -128,8 +128,33 @@ fn regex(r: &str) -> RegexMatcher {
     }
 }
 
+/// An HTTP header name Envoy accepts: an RFC 7230 token, optionally `:`-prefixed (pseudo
+/// headers such as `:authority`).
+fn check_header_name(name: &str) -> Result<(), BadMatch> {
+    let token = name.strip_prefix(':').unwrap_or(name);
+    let ok = !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BadMatch(format!("invalid header name `{name}`")))
+    }
+}
+
+/// Envoy requires prefix and suffix patterns to be non-empty.
+fn non_empty<'v>(what: &str, name: &str, v: &'v str) -> Result<&'v str, BadMatch> {
+    if v.is_empty() {
+        Err(BadMatch(format!("header `{name}`: empty {what} match")))
+    } else {
+        Ok(v)
+    }
+}
+
 fn header_matcher(h: &HeaderMatch) -> Result<HeaderMatcher, BadMatch> {
     use header_matcher::HeaderMatchSpecifier as S;
+    check_header_name(&h.name)?;
     let string = |p| {
         S::StringMatch(StringMatcher {
             match_pattern: Some(p),
@@ -139,12 +164,12 @@ fn header_matcher(h: &HeaderMatch) -> Result<HeaderMatcher, BadMatch> {
     let spec = match &h.match_ {
         None => S::PresentMatch(true),
         Some(HeaderMatchMethod::Exact(v)) => string(string_matcher::MatchPattern::Exact(v.clone())),
-        Some(HeaderMatchMethod::Prefix(v)) => {
-            string(string_matcher::MatchPattern::Prefix(v.clone()))
-        }
-        Some(HeaderMatchMethod::Suffix(v)) => {
-            string(string_matcher::MatchPattern::Suffix(v.clone()))
-        }
+        Some(HeaderMatchMethod::Prefix(v)) => string(string_matcher::MatchPattern::Prefix(
+            non_empty("prefix", &h.name, v)?.to_owned(),
+        )),
+        Some(HeaderMatchMethod::Suffix(v)) => string(string_matcher::MatchPattern::Suffix(
+            non_empty("suffix", &h.name, v)?.to_owned(),
+        )),
         Some(HeaderMatchMethod::Regex(v)) => {
             check_regex(v)?;
             string(string_matcher::MatchPattern::SafeRegex(regex(v)))
@@ -215,6 +240,17 @@ pub(crate) fn http_match(
     }
     if let Some(scheme) = &m.scheme {
         headers.push(exact_header(":scheme", scheme.as_str()));
+    }
+    if let Some(q) = m
+        .query_parameters
+        .iter()
+        .flatten()
+        .find(|q| q.name.is_empty())
+    {
+        return Err(BadMatch(format!(
+            "empty query parameter name (match {:?})",
+            q.match_
+        )));
     }
     let query_parameters: Vec<QueryParameterMatcher> = m
         .query_parameters
@@ -511,6 +547,23 @@ mod tests {
         keys.sort();
         let names: Vec<_> = keys.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["c", "d", "e", "b", "a"]);
+    }
+
+    #[test]
+    fn header_names_and_empty_patterns_are_checked() {
+        let h = |name: &str, m| HeaderMatch {
+            invert: None,
+            match_: m,
+            name: name.into(),
+        };
+        assert!(header_matcher(&h("x-ok", None)).is_ok());
+        assert!(header_matcher(&h(":authority", None)).is_ok());
+        assert!(header_matcher(&h("bad name", None)).is_err());
+        assert!(header_matcher(&h("", None)).is_err());
+        assert!(header_matcher(&h("x", Some(HeaderMatchMethod::Prefix(String::new())))).is_err());
+        let range = meshplane_model::common::MatchRange { start: 5, end: 5 };
+        assert!(header_matcher(&h("x", Some(HeaderMatchMethod::Range(range)))).is_err());
+        assert_eq!(header_matcher(&h("X-Up", None)).unwrap().name, "x-up");
     }
 
     #[test]

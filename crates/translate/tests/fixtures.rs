@@ -29,7 +29,10 @@ fn check(name: &str) {
 
 #[test]
 fn fixture_cases() {
-    for name in common::case_names() {
-        check(&name);
-    }
+    // Check every case, then report all mismatching ones (insta panics on the first).
+    let failed: Vec<String> = common::case_names()
+        .into_iter()
+        .filter(|name| std::panic::catch_unwind(|| check(name)).is_err())
+        .collect();
+    assert!(failed.is_empty(), "snapshot mismatch in cases: {failed:?} (cargo insta review)");
 }
