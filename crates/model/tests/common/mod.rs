@@ -78,7 +78,9 @@ pub fn assert_rejected(spec_name: &str, spec: &Value, expected: &[&str], needle:
 /// One step of a dotted path.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seg {
+    /// An object member.
     Key(String),
+    /// A list index.
     Index(usize),
 }
 
