@@ -719,3 +719,84 @@ fn rejects_tags_with_bad_key_or_value_lengths() {
         ]
     );
 }
+
+// === inputs Envoy would reject ===
+
+#[test]
+fn rejects_regex_that_does_not_compile() {
+    let mut r = route("httpRoute");
+    set(
+        &mut r,
+        "httpRoute.match.headers[0].match",
+        json!({ "regex": "(red|green" }),
+    );
+    remove(&mut r, "httpRoute.match.prefix");
+    set(
+        &mut r,
+        "httpRoute.match.path",
+        json!({ "regex": "/colou?r[" }),
+    );
+    assert_rejected(
+        "RouteSpec",
+        &r,
+        &[
+            "spec.httpRoute.match.headers[0].match.regex",
+            "spec.httpRoute.match.path.regex",
+        ],
+        "must be a valid regular expression, got \"(red|green\"",
+    );
+}
+
+#[test]
+fn rejects_header_name_that_is_not_an_http_token() {
+    let mut g = gateway_route("grpcRoute");
+    set(
+        &mut g,
+        "grpcRoute.match.metadata[0].name",
+        json!("device type"),
+    );
+    assert_rejected(
+        "GatewayRouteSpec",
+        &g,
+        &["spec.grpcRoute.match.metadata[0].name"],
+        "must be an http header name",
+    );
+    set(
+        &mut g,
+        "grpcRoute.match.metadata[0].name",
+        json!(":authority"),
+    );
+    assert_valid("GatewayRouteSpec", &g);
+}
+
+#[test]
+fn rejects_empty_query_parameter_name() {
+    let mut r = route("http2Route");
+    set(
+        &mut r,
+        "http2Route.match.queryParameters[0].name",
+        json!(""),
+    );
+    assert_rejected(
+        "RouteSpec",
+        &r,
+        &["spec.http2Route.match.queryParameters[0].name"],
+        "must not be empty",
+    );
+}
+
+#[test]
+fn rejects_blank_dns_hostname() {
+    let mut n = common::virtual_node();
+    set(
+        &mut n,
+        "serviceDiscovery",
+        json!({ "dns": { "hostname": " " } }),
+    );
+    assert_rejected(
+        "VirtualNodeSpec",
+        &n,
+        &["spec.serviceDiscovery.dns.hostname"],
+        "must not be blank",
+    );
+}

@@ -114,14 +114,10 @@ fn parse_constraints(s: &str) -> Vec<Constraint> {
         .collect()
 }
 
-/// A string of `n` characters that starts with `/` (so it is also a valid prefix and
-/// matches the Cloud Map patterns).
+/// A string of `n` characters that is also a valid header name, regex and Cloud Map
+/// attribute key or value.
 fn text(n: usize) -> String {
-    if n == 0 {
-        String::new()
-    } else {
-        format!("/{}", "a".repeat(n - 1))
-    }
+    "a".repeat(n)
 }
 
 fn flip_case(s: &str) -> String {

@@ -311,18 +311,35 @@ pub(crate) fn header_matches(c: &mut Checker, path: &str, list: &[HeaderMatch]) 
 
 /// `HttpRouteHeader` / `GrpcRouteMetadata` and the gateway variants.
 ///
-/// Semantic rule: a `range` must have `start < end` (start inclusive, end exclusive,
-/// so `start == end` matches nothing).
+/// Semantic rules: a `range` must have `start < end` (start inclusive, end exclusive,
+/// so `start == end` matches nothing); a `regex` must compile. Decision: the name must
+/// be an HTTP header name (an RFC 7230 token, optionally after a leading `:` for pseudo
+/// headers), because gRPC metadata are HTTP/2 headers too and Envoy rejects the whole
+/// route configuration for any other name.
 fn header_match(c: &mut Checker, path: &str, h: &HeaderMatch) {
-    c.len(&format!("{path}.name"), &h.name, 1, 50);
+    let name_path = format!("{path}.name");
+    if c.len(&name_path, &h.name, 1, 50) && !is_header_name(&h.name) {
+        c.report(
+            name_path,
+            format!(
+                "must be an http header name (letters, digits and !#$%&'*+-.^_`|~, \
+                 optionally after a leading ':'), got {:?}",
+                h.name
+            ),
+        );
+    }
     let Some(m) = &h.match_ else { return };
     let m_path = format!("{path}.match.{}", m.member());
     match m {
         HeaderMatchMethod::Exact(s)
         | HeaderMatchMethod::Prefix(s)
-        | HeaderMatchMethod::Regex(s)
         | HeaderMatchMethod::Suffix(s) => {
             c.len(&m_path, s, 1, 255);
+        }
+        HeaderMatchMethod::Regex(s) => {
+            if c.len(&m_path, s, 1, 255) {
+                regex_syntax(c, &m_path, s);
+            }
         }
         HeaderMatchMethod::Range(r) => {
             if r.start >= r.end {
@@ -352,13 +369,45 @@ pub(crate) fn http_path_match(c: &mut Checker, path: &str, pm: &HttpPathMatch) {
         c.len(&format!("{path}.exact"), s, 1, 255);
     }
     if let Some(s) = &pm.regex {
-        c.len(&format!("{path}.regex"), s, 1, 255);
+        let r_path = format!("{path}.regex");
+        if c.len(&r_path, s, 1, 255) {
+            regex_syntax(c, &r_path, s);
+        }
     }
 }
 
-/// A list of `HttpQueryParameter`: 1..10 items (members carry no constraints).
+/// An HTTP header name: an RFC 7230 token, optionally after a leading `:`.
+fn is_header_name(name: &str) -> bool {
+    let token = name.strip_prefix(':').unwrap_or(name);
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Semantic rule: a regex must compile. Envoy uses RE2; the `regex` crate accepts the
+/// same syntax (no backreferences, no lookaround), and an invalid regex would make Envoy
+/// reject the whole route configuration, so it is refused here instead.
+fn regex_syntax(c: &mut Checker, path: &str, s: &str) {
+    if regex::Regex::new(s).is_err() {
+        c.report(
+            path,
+            format!("must be a valid regular expression, got {s:?}"),
+        );
+    }
+}
+
+/// A list of `HttpQueryParameter`: 1..10 items.
+///
+/// Decision: the model sets no length on `name`, but an empty name matches nothing and
+/// Envoy rejects it, so it must not be empty.
 pub(crate) fn query_parameters(c: &mut Checker, path: &str, list: &[HttpQueryParameter]) {
     c.items(path, list.len(), 1, 10);
+    for (i, q) in list.iter().enumerate() {
+        if q.name.is_empty() {
+            c.report(format!("{path}[{i}].name"), "must not be empty");
+        }
+    }
 }
 
 /// A route prefix must start with `/` (`/` alone matches everything).

@@ -9,7 +9,11 @@
 //!   characters, numeric ranges, list item counts, enums (including the narrower
 //!   virtual-gateway protocol enum) and the Cloud Map attribute patterns;
 //! - the semantic rules of the model docs that a single spec can decide (api.md §6),
-//!   each documented where it is enforced.
+//!   each documented where it is enforced;
+//! - a few inputs the model leaves open but Envoy would reject for the whole
+//!   configuration (regexes that do not compile, header names that are not HTTP tokens,
+//!   empty query-parameter names, blank DNS hostnames), so users get a 400 instead of
+//!   a silently dropped route. Each is marked "Decision" where it is enforced.
 //!
 //! What is deliberately *not* checked here: anything that needs another resource
 //! (does the target virtual node exist, does a route's `port` match one of its router's

@@ -178,7 +178,15 @@ fn cloud_map(c: &mut Checker, path: &str, m: &AwsCloudMapServiceDiscovery) {
     c.len(&format!("{path}.serviceName"), &m.service_name, 1, 1024);
 }
 
+/// `DnsServiceDiscovery`. Decision: the model sets no length on `hostname`, but a
+/// blank hostname cannot be resolved, so it must not be blank.
 fn dns(c: &mut Checker, path: &str, d: &DnsServiceDiscovery) {
+    if d.hostname.trim().is_empty() {
+        c.report(
+            format!("{path}.hostname"),
+            format!("must not be blank, got {:?}", d.hostname),
+        );
+    }
     if let Some(ip) = &d.ip_preference {
         c.known(&format!("{path}.ipPreference"), ip);
     }
