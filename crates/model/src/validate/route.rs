@@ -179,71 +179,50 @@ fn tcp_route(c: &mut Checker, path: &str, r: &TcpRoute) {
 
 /// `HttpRetryPolicy`.
 fn http_retry_policy(c: &mut Checker, path: &str, rp: &HttpRetryPolicy) {
-    let mut events = 0;
     let mut listed = false;
     if let Some(list) = &rp.http_retry_events {
-        events += list.len();
         listed = true;
         http_retry_events(c, &format!("{path}.httpRetryEvents"), list);
     }
     if let Some(list) = &rp.tcp_retry_events {
-        events += list.len();
         listed = true;
         enum_events::<TcpRetryPolicyEvent>(c, &format!("{path}.tcpRetryEvents"), list, 1);
     }
-    retry_common(
-        c,
-        path,
-        rp.max_retries,
-        &rp.per_retry_timeout,
-        events,
-        listed,
-    );
+    retry_common(c, path, rp.max_retries, &rp.per_retry_timeout, listed);
 }
 
 /// `GrpcRetryPolicy`.
 fn grpc_retry_policy(c: &mut Checker, path: &str, rp: &GrpcRetryPolicy) {
-    let mut events = 0;
     let mut listed = false;
     if let Some(list) = &rp.grpc_retry_events {
-        events += list.len();
         listed = true;
         enum_events::<GrpcRetryPolicyEvent>(c, &format!("{path}.grpcRetryEvents"), list, 5);
     }
     if let Some(list) = &rp.http_retry_events {
-        events += list.len();
         listed = true;
         http_retry_events(c, &format!("{path}.httpRetryEvents"), list);
     }
     if let Some(list) = &rp.tcp_retry_events {
-        events += list.len();
         listed = true;
         enum_events::<TcpRetryPolicyEvent>(c, &format!("{path}.tcpRetryEvents"), list, 1);
     }
-    retry_common(
-        c,
-        path,
-        rp.max_retries,
-        &rp.per_retry_timeout,
-        events,
-        listed,
-    );
+    retry_common(c, path, rp.max_retries, &rp.per_retry_timeout, listed);
 }
 
 /// `maxRetries >= 0`, `perRetryTimeout`, and the semantic rule "at least one retry
 /// event". The latter is reported on the policy only when no event list is present at
-/// all; an empty list is already reported on the list itself (1.. items).
+/// all (`listed` is false); an empty list is already reported on the list itself
+/// (lists have at least 1 item).
 fn retry_common(
     c: &mut Checker,
     path: &str,
     max_retries: i64,
     per_retry_timeout: &Duration,
-    events: usize,
     listed: bool,
 ) {
     c.at_least(&format!("{path}.maxRetries"), max_retries, 0);
     common::duration(c, &format!("{path}.perRetryTimeout"), per_retry_timeout);
-    if events == 0 && !listed {
+    if !listed {
         c.report(
             path,
             "must list at least one retry event (http, tcp or grpc)",
