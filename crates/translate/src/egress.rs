@@ -24,7 +24,7 @@
 //! TCP cannot tell services apart. HTTP wins over TCP, and among TCP backends the first
 //! service name in byte order wins; the others get [`DiagnosticCode::EgressPortConflict`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
@@ -114,6 +114,15 @@ fn catch_all() -> RouteMatch {
 fn backend(ctx: &mut Ctx<'_>, eg: &mut Egress, vs: &str) {
     let snap = ctx.snap;
     let vs_id = snap.id(ResourceKind::VirtualService, vs);
+    if vs.is_empty() || vs.contains('*') || vs.chars().any(char::is_control) {
+        ctx.diag(
+            Severity::Warning,
+            DiagnosticCode::InvalidValue,
+            Some(vs_id),
+            format!("virtual service name {vs:?} cannot be used as a host name; it is unreachable"),
+        );
+        return;
+    }
     let Some(spec) = snap.virtual_services.get(vs) else {
         ctx.diag(
             Severity::Warning,
@@ -515,7 +524,26 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
     let logs = || access_log::access_logs(node.logging.as_ref());
     let mut chains: BTreeMap<u32, FilterChain> = BTreeMap::new();
     for (port, hosts) in eg.http {
-        let mut vhs: Vec<VirtualHost> = hosts.into_values().collect();
+        // Envoy matches domains case-insensitively and rejects duplicates.
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut vhs: Vec<VirtualHost> = Vec::new();
+        for (vs, vh) in hosts {
+            let lower: Vec<String> = vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+            if lower.iter().any(|d| seen.contains(d)) {
+                let vs_id = ctx.snap.id(ResourceKind::VirtualService, &vs);
+                ctx.diag(
+                    Severity::Warning,
+                    DiagnosticCode::EgressPortConflict,
+                    Some(vs_id),
+                    format!(
+                        "virtual service `{vs}` differs from another backend on port {port} only by case; it is unreachable"
+                    ),
+                );
+                continue;
+            }
+            seen.extend(lower);
+            vhs.push(vh);
+        }
         if allow_all {
             vhs.push(VirtualHost {
                 name: "passthrough".to_owned(),

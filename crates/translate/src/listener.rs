@@ -39,7 +39,7 @@ pub(crate) enum Routes {
     /// Over RDS (ADS) by name.
     Rds(String),
     /// Inline.
-    Inline(RouteConfiguration),
+    Inline(Box<RouteConfiguration>),
 }
 
 /// An HTTP connection manager filter (codec auto-detected: HTTP/1.1 and h2c).
@@ -49,7 +49,7 @@ pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>)
             config_source: Some(pb::ads()),
             route_config_name: name,
         }),
-        Routes::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(rc),
+        Routes::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(*rc),
     };
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),

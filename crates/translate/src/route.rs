@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn order_prefers_priority_then_specificity_then_name() {
         let p = |s: &str| PathSpec::Prefix(s.to_owned());
-        let mut keys = vec![
+        let mut keys = [
             OrderKey::new(None, &p("/"), 0, "a"),
             OrderKey::new(None, &p("/long"), 0, "b"),
             OrderKey::new(Some(5), &p("/"), 0, "c"),

@@ -93,18 +93,16 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             );
             continue;
         }
-        if let Some(tls) = &l.tls {
-            if tls.mode != TlsMode::Disabled {
-                ctx.diag(
-                    Severity::Error,
-                    DiagnosticCode::TlsNotTranslated,
-                    Some(ctx.node_id()),
-                    format!(
-                        "listener {} {}: TLS mode {} is not translated yet; served in plaintext",
-                        pm.protocol, pm.port, tls.mode
-                    ),
-                );
-            }
+        if let Some(tls) = l.tls.as_ref().filter(|t| t.mode != TlsMode::Disabled) {
+            ctx.diag(
+                Severity::Error,
+                DiagnosticCode::TlsNotTranslated,
+                Some(ctx.node_id()),
+                format!(
+                    "listener {} {}: TLS mode {} is not translated yet; served in plaintext",
+                    pm.protocol, pm.port, tls.mode
+                ),
+            );
         }
         let c = cluster::ingress_cluster(ctx, l);
         let cluster_name = c.name.clone();
@@ -135,7 +133,7 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
                 }),
                 ..Default::default()
             };
-            hcm(INGRESS_STAT_PREFIX, Routes::Inline(rc), logs)
+            hcm(INGRESS_STAT_PREFIX, Routes::Inline(Box::new(rc)), logs)
         } else {
             tcp_proxy(
                 INGRESS_STAT_PREFIX,

@@ -34,5 +34,8 @@ fn fixture_cases() {
         .into_iter()
         .filter(|name| std::panic::catch_unwind(|| check(name)).is_err())
         .collect();
-    assert!(failed.is_empty(), "snapshot mismatch in cases: {failed:?} (cargo insta review)");
+    assert!(
+        failed.is_empty(),
+        "snapshot mismatch in cases: {failed:?} (cargo insta review)"
+    );
 }
