@@ -30,6 +30,34 @@
 //!
 //! See [`names`] for every name, [`route`] for match, priority, retry and timeout semantics.
 //!
+//! # Example
+//! ```
+//! use meshplane_model::{NodeId, ResourceId, ResourceKind, Spec};
+//! use meshplane_translate::{Endpoints, MeshSnapshot, TranslateOptions, translate_node};
+//!
+//! let mut snap = MeshSnapshot::new("demo"); // or MeshSnapshot::from_resources("demo", list)
+//! let spec: Spec = serde_json::from_value(serde_json::json!({
+//!     "kind": "virtualNode",
+//!     "spec": {
+//!         "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+//!         "serviceDiscovery": {"dns": {"hostname": "front.demo.local"}},
+//!         "backends": [{"virtualService": {"virtualServiceName": "color.demo.local"}}]
+//!     }
+//! })).unwrap();
+//! snap.insert(ResourceId::child(ResourceKind::VirtualNode, "demo", "front"), spec);
+//!
+//! let node = NodeId::parse("mesh/demo/virtualNode/front").unwrap();
+//! let config = translate_node(&snap, &Endpoints::none(), &node, &TranslateOptions::default());
+//! assert!(config.listeners.contains_key("lds_ingress_0.0.0.0_15000"));
+//! assert!(config.clusters.contains_key("cds_ingress_demo_front_http_8080"));
+//! // The backend does not exist (and neither does the mesh resource): said, not hidden.
+//! assert!(config.diagnostics.iter().any(|d| d.message.contains("color.demo.local")));
+//! for (type_url, name, any) in config.resources() {
+//!     // hand `any` to the xDS snapshot cache
+//!     # let _ = (type_url, name, any);
+//! }
+//! ```
+//!
 //! # Architecture invariants
 //! - No I/O, no async, no clocks, no randomness: the same input gives byte-identical
 //!   prost encodings (every map in the input and output is a `BTreeMap`; protobuf map
