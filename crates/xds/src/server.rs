@@ -1,0 +1,226 @@
+//! `XdsServer`: the tonic ADS service (SotW and delta on one port) and its listener loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::cache::{NodeKey, SnapshotSource};
+use crate::status::{ProxyStatus, StatusRegistry, XdsEvent};
+use crate::stream::StreamCtx;
+use crate::{delta, sotw};
+
+/// Tuning of the gRPC server; [`Default`] gives the values below.
+#[derive(Clone, Debug)]
+pub struct XdsServerConfig {
+    /// HTTP/2 PING interval on idle connections, to reap dead proxies. 30 s,
+    /// as Istio; Envoy's own xDS-cluster keepalive should not be more eager.
+    pub keepalive_interval: Duration,
+    /// How long an unanswered PING may take before the connection is closed. 10 s.
+    pub keepalive_timeout: Duration,
+    /// Largest request tonic decodes. 64 MiB: a delta reconnect carrying
+    /// `initial_resource_versions` for thousands of resources, or a large NACK
+    /// message, exceeds tonic's 4 MiB default.
+    pub max_decoding_message_size: usize,
+    /// Largest response tonic encodes. 256 MiB (a full CDS of thousands of clusters).
+    pub max_encoding_message_size: usize,
+    /// Responses buffered per stream before the stream task waits for the
+    /// proxy to read (back-pressure). 16.
+    pub response_buffer: usize,
+}
+
+/// The ADS server. Cheap to clone; clones share streams, status and events.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use meshplane_xds::{SnapshotCache, XdsServer};
+/// let cache = SnapshotCache::new();
+/// let server = XdsServer::new(Arc::new(cache.clone()));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:7081").await?;
+/// server.serve(listener, std::future::pending()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct XdsServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Arc<dyn SnapshotSource>,
+    registry: Arc<StatusRegistry>,
+    config: XdsServerConfig,
+    next_stream: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// The tonic service implementation; get it wrapped from [`XdsServer::service`].
+#[derive(Clone)]
+pub struct AdsService {
+    inner: Arc<Inner>,
+}
+
+// === impl XdsServerConfig ===
+
+impl Default for XdsServerConfig {
+    fn default() -> Self {
+        XdsServerConfig {
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_decoding_message_size: 64 << 20,
+            max_encoding_message_size: 256 << 20,
+            response_buffer: 16,
+        }
+    }
+}
+
+// === impl XdsServer ===
+
+impl XdsServer {
+    /// A server over `source`, with the default [`XdsServerConfig`].
+    pub fn new(source: Arc<dyn SnapshotSource>) -> XdsServer {
+        XdsServer::with_config(source, XdsServerConfig::default())
+    }
+
+    /// A server over `source` with explicit tuning.
+    pub fn with_config(source: Arc<dyn SnapshotSource>, config: XdsServerConfig) -> XdsServer {
+        XdsServer {
+            inner: Arc::new(Inner {
+                source,
+                registry: Arc::new(StatusRegistry::default()),
+                config,
+                next_stream: AtomicU64::new(1),
+                shutdown: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The tonic service, for embedding in another tonic `Server` or router
+    /// and for in-process tests. Message size limits are applied; keepalives
+    /// are a property of the HTTP/2 server and are set by [`serve`](Self::serve).
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsService> {
+        AggregatedDiscoveryServiceServer::new(AdsService {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(self.inner.config.max_decoding_message_size)
+        .max_encoding_message_size(self.inner.config.max_encoding_message_size)
+    }
+
+    /// Serves ADS on `listener` until `shutdown` resolves, then ends every
+    /// open stream (proxies keep their config and reconnect elsewhere) and
+    /// returns once connections have closed.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|s| {
+                // Small xDS requests (ACKs) must not wait for Nagle.
+                let _ = s.set_nodelay(true);
+            })
+        });
+        let inner = self.inner.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("xds server shutting down");
+            inner.shutdown.send_replace(true);
+        };
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(self.inner.config.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.inner.config.keepalive_timeout))
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    /// Status of every connected stream (copied; a few allocations per stream).
+    pub fn status(&self) -> Vec<ProxyStatus> {
+        self.inner.registry.status()
+    }
+
+    /// Status of the streams of one node.
+    pub fn node_status(&self, node: &NodeKey) -> Vec<ProxyStatus> {
+        self.inner.registry.node_status(node)
+    }
+
+    /// The shared status registry (to hand to the runtime without the server).
+    pub fn registry(&self) -> Arc<StatusRegistry> {
+        self.inner.registry.clone()
+    }
+
+    /// Subscribes to connect/send/ACK/NACK/disconnect events from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<XdsEvent> {
+        self.inner.registry.subscribe()
+    }
+
+    /// Ends every open stream now (what `serve` does on shutdown); for servers
+    /// embedded through [`service`](Self::service).
+    pub fn close_streams(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+impl std::fmt::Debug for XdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsServer")
+            .field("connected", &self.inner.registry.connected())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+// === impl AdsService ===
+
+impl AdsService {
+    fn ctx<T>(&self, req: &Request<T>) -> StreamCtx {
+        StreamCtx {
+            source: self.inner.source.clone(),
+            registry: self.inner.registry.clone(),
+            id: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
+            peer: req.remote_addr(),
+            shutdown: self.inner.shutdown.subscribe(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let ctx = self.ctx(&request);
+        let span = tracing::debug_span!("ads", stream = ctx.id, flavor = "sotw");
+        let (tx, rx) = mpsc::channel(self.inner.config.response_buffer);
+        tokio::spawn(sotw::run(ctx, request.into_inner(), tx).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let ctx = self.ctx(&request);
+        let span = tracing::debug_span!("ads", stream = ctx.id, flavor = "delta");
+        let (tx, rx) = mpsc::channel(self.inner.config.response_buffer);
+        tokio::spawn(delta::run(ctx, request.into_inner(), tx).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,322 @@
+//! State-of-the-world ADS (`StreamAggregatedResources`): one task per stream.
+//!
+//! # Algorithm
+//!
+//! The task owns all per-stream state and is the stream's only writer, so
+//! responses leave in exactly the order below. After every event (a request or
+//! a snapshot change) it runs one *flush*:
+//!
+//! 1. **CDS, make phase.** If clusters were added or changed and others removed,
+//!    send the new clusters *plus* the ones about to be removed (their old
+//!    versions), so nothing a current route references disappears yet. This
+//!    response's version is its own content hash. If clusters were only added
+//!    or changed, this is simply the new CDS. A CDS that only removes clusters
+//!    is deferred to step 4.
+//! 2. **EDS.** Sent when its content (the subscribed assignments) changed, and
+//!    also *always* after step 1 sent clusters, because Envoy finishes warming a
+//!    new or changed cluster only on a fresh EDS response.
+//! 3. **LDS, RDS, SDS**, each when its content changed.
+//! 4. **CDS, break phase.** The exact new cluster set, if it differs from what
+//!    was sent (removes stale clusters last).
+//!
+//! "Content" is a hash of the `(name, version)` list the response would carry
+//! (all resources for wildcard subscriptions, the subscribed names otherwise).
+//! A type is sent when that hash differs from the last *sent* one, so:
+//!
+//! - a NACK changes nothing we compare against: the rejected content is not
+//!   re-sent until the snapshot or the subscription changes (no resend loop);
+//!   the proxy's acked version stays at its last good one;
+//! - the first request of a type on a stream is always answered (also on a
+//!   reconnect that reports an old `version_info`: current state is sent);
+//! - EDS names the snapshot lacks are answered with an empty assignment, RDS and
+//!   SDS names are remembered; both get the resource when it appears.
+//!
+//! Requests whose `response_nonce` is not the last nonce sent for their type
+//! are stale and ignored (the proxy will ACK or NACK the newer response with
+//! its full subscription). The node is read from the first request only.
+//! `version_info` is the snapshot's type version ([`Snapshot::version`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use tracing::{debug, warn};
+
+use crate::resource::{Resource, ResourceType};
+use crate::snapshot::{Snapshot, list_version};
+use crate::status::{Nack, StreamStatus, XdsFlavor};
+use crate::stream::{Closed, NodeWatch, StreamCtx, control_plane, empty_cla, nonce};
+
+type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+struct SotwStream {
+    status: StreamStatus,
+    types: [TypeState; 5],
+    nonce: u64,
+    /// The snapshot whose exact cluster set was last sent (base of the CDS diff).
+    cds_base: Option<Arc<Snapshot>>,
+}
+
+#[derive(Default)]
+struct TypeState {
+    /// The proxy sent at least one request for this type.
+    subscribed: bool,
+    /// Wildcard subscription (legacy empty first request, or `*`).
+    wildcard: bool,
+    /// Explicitly requested names (remembered even if they do not exist).
+    names: BTreeSet<String>,
+    /// The last response of this type.
+    last: Option<Sent>,
+    /// Send even if the content is unchanged (EDS after CDS).
+    force: bool,
+}
+
+struct Sent {
+    nonce: String,
+    version: String,
+    /// Content hash of what was sent; drives "send again?".
+    content: String,
+    at: Instant,
+    snapshot_created_at: Instant,
+    names: Vec<String>,
+}
+
+/// Runs one SotW stream until the proxy disconnects, the response channel
+/// closes or the server shuts down.
+pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryRequest>, tx: Tx) {
+    let first = tokio::select! {
+        _ = ctx.shutdown.changed() => return,
+        msg = requests.message() => match msg {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(error) => {
+                debug!(stream = ctx.id, %error, "stream failed before first request");
+                return;
+            }
+        },
+    };
+    let Some((mut watch, status)) = ctx
+        .handshake(first.node.as_ref(), XdsFlavor::Sotw, &tx)
+        .await
+    else {
+        return;
+    };
+    let node = status.info().node_id.clone();
+    debug!(stream = ctx.id, node = %node, known = watch.current.is_some(), "sotw stream opened");
+
+    let mut s = SotwStream {
+        status,
+        types: Default::default(),
+        nonce: 0,
+        cds_base: None,
+    };
+    s.on_request(first);
+    if s.flush(&watch, &tx).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.changed() => break,
+            msg = requests.message() => match msg {
+                Ok(Some(req)) => s.on_request(req),
+                Ok(None) => {
+                    debug!(stream = ctx.id, node = %node, "proxy closed the stream");
+                    break;
+                }
+                Err(error) => {
+                    debug!(stream = ctx.id, node = %node, %error, "stream failed");
+                    break;
+                }
+            },
+            changed = watch.changed() => if !changed { continue },
+        }
+        if s.flush(&watch, &tx).await.is_err() {
+            break;
+        }
+    }
+}
+
+// === impl SotwStream ===
+
+impl SotwStream {
+    fn node(&self) -> &str {
+        &self.status.info().node_id
+    }
+
+    fn on_request(&mut self, req: DiscoveryRequest) {
+        let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
+            debug!(node = %self.node(), type_url = %req.type_url, "ignoring request for unserved type");
+            return;
+        };
+        let first = !self.types[ty as usize].subscribed;
+        if let Some(last) = &self.types[ty as usize].last {
+            if req.response_nonce != last.nonce {
+                debug!(node = %self.node(), %ty, nonce = %req.response_nonce, "ignoring stale nonce");
+                return;
+            }
+            match &req.error_detail {
+                Some(err) => {
+                    let nack = Nack {
+                        version: last.version.clone(),
+                        nonce: last.nonce.clone(),
+                        code: err.code,
+                        message: err.message.clone(),
+                        at: SystemTime::now(),
+                    };
+                    warn!(
+                        node = %self.node(), type_url = %req.type_url, version = %last.version,
+                        kept = %req.version_info, reason = %err.message, "nack"
+                    );
+                    self.status.nacked(ty, nack, last.names.clone());
+                }
+                None => {
+                    debug!(node = %self.node(), %ty, version = %req.version_info, "ack");
+                    self.status.acked(
+                        ty,
+                        &req.version_info,
+                        &last.nonce,
+                        last.at,
+                        last.snapshot_created_at,
+                    );
+                }
+            }
+        } else {
+            // First request of this type on this stream; a nonce from an
+            // earlier stream means nothing here. A reconnecting proxy reports
+            // the version it still runs.
+            self.status.subscribed(ty, Some(&req.version_info));
+        }
+
+        let t = &mut self.types[ty as usize];
+        let mut names: BTreeSet<String> = req.resource_names.into_iter().collect();
+        let star = names.remove("*");
+        t.wildcard = star || (names.is_empty() && (first || t.wildcard));
+        t.names = names;
+        t.subscribed = true;
+    }
+
+    /// What a response of `ty` would carry now, sorted by name.
+    fn desired(&self, ty: ResourceType, snap: &Snapshot) -> Vec<Arc<Resource>> {
+        let t = &self.types[ty as usize];
+        let all = snap.resources(ty);
+        if t.wildcard {
+            return all.iter().cloned().collect();
+        }
+        t.names
+            .iter()
+            .filter_map(|n| match all.get(n) {
+                Some(r) => Some(r.clone()),
+                None if ty == ResourceType::Endpoint => Some(empty_cla(n)),
+                None => None,
+            })
+            .collect()
+    }
+
+    async fn flush(&mut self, watch: &NodeWatch, tx: &Tx) -> Result<(), Closed> {
+        let Some(snap) = watch.current.clone() else {
+            return Ok(());
+        };
+        let cds = ResourceType::Cluster;
+        let cds_wildcard = self.types[cds as usize].subscribed && self.types[cds as usize].wildcard;
+        let clusters = self.desired(cds, &snap);
+
+        // 1. CDS, make phase.
+        if self.types[cds as usize].subscribed {
+            let (removed, added_or_changed) = match (&self.cds_base, cds_wildcard) {
+                (Some(base), true) => {
+                    let removed: Vec<Arc<Resource>> = base
+                        .resources(cds)
+                        .iter()
+                        .filter(|r| !snap.resources(cds).contains(r.name()))
+                        .cloned()
+                        .collect();
+                    let changed = clusters.iter().any(|r| {
+                        base.get(cds, r.name())
+                            .is_none_or(|old| old.version() != r.version())
+                    });
+                    (removed, changed)
+                }
+                _ => (Vec::new(), true),
+            };
+            let sent = if removed.is_empty() {
+                self.maybe_send(cds, clusters.clone(), None, &snap, tx)
+                    .await?
+            } else if added_or_changed {
+                let mut union = clusters.clone();
+                union.extend(removed);
+                union.sort_by(|a, b| a.name().cmp(b.name()));
+                let version = list_version(cds, union.iter().map(|r| &**r));
+                self.maybe_send(cds, union, Some(version), &snap, tx)
+                    .await?
+            } else {
+                false // Only removals: deferred to the break phase.
+            };
+            if sent {
+                self.types[ResourceType::Endpoint as usize].force = true;
+            }
+        }
+
+        // 2. and 3. EDS, LDS, RDS, SDS.
+        for ty in &ResourceType::ALL[1..] {
+            let resources = self.desired(*ty, &snap);
+            self.maybe_send(*ty, resources, None, &snap, tx).await?;
+            self.types[*ty as usize].force = false;
+        }
+
+        // 4. CDS, break phase.
+        if self.types[cds as usize].subscribed {
+            self.maybe_send(cds, clusters, None, &snap, tx).await?;
+            self.cds_base = Some(snap);
+        }
+        Ok(())
+    }
+
+    /// Sends `resources` as the `ty` response if the type is subscribed and the
+    /// content differs from the last response (or nothing was sent yet, or a
+    /// resend is forced). `version` defaults to the snapshot's type version.
+    async fn maybe_send(
+        &mut self,
+        ty: ResourceType,
+        resources: Vec<Arc<Resource>>,
+        version: Option<String>,
+        snap: &Snapshot,
+        tx: &Tx,
+    ) -> Result<bool, Closed> {
+        let t = &self.types[ty as usize];
+        if !t.subscribed {
+            return Ok(false);
+        }
+        let content = list_version(ty, resources.iter().map(|r| &**r));
+        if !t.force && t.last.as_ref().is_some_and(|l| l.content == content) {
+            return Ok(false);
+        }
+        let version = version.unwrap_or_else(|| snap.version(ty).to_owned());
+        let nonce = nonce(&mut self.nonce);
+        let bytes: usize = resources.iter().map(|r| r.encoded_len()).sum();
+        let names: Vec<String> = resources.iter().map(|r| r.name().to_owned()).collect();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: resources.iter().map(|r| r.any().clone()).collect(),
+            type_url: ty.type_url().to_owned(),
+            nonce: nonce.clone(),
+            control_plane: control_plane(),
+            ..Default::default()
+        };
+        tx.send(Ok(response)).await.map_err(|_| Closed)?;
+        debug!(node = %self.node(), %ty, %version, %nonce, resources = names.len(), bytes, "sent");
+        self.status
+            .sent(ty, &version, &nonce, names.len(), 0, bytes);
+        self.types[ty as usize].last = Some(Sent {
+            nonce,
+            version,
+            content,
+            at: Instant::now(),
+            snapshot_created_at: snap.created_at(),
+            names,
+        });
+        Ok(true)
+    }
+}
