@@ -71,7 +71,7 @@ fn serve(stream: TcpStream, name: &str, flaky: bool, count: &AtomicUsize) {
             return;
         }
         let n = count.fetch_add(1, Ordering::SeqCst);
-        let (status, text) = if flaky && n % 2 == 0 {
+        let (status, text) = if flaky && n.is_multiple_of(2) {
             ("503 Service Unavailable", "busy")
         } else {
             ("200 OK", name)
