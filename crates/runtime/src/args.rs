@@ -1,0 +1,34 @@
+//! The command line: one clap tree for every verb of the `meshplane` binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{cli, serve};
+
+/// meshplane: an App Mesh-compatible service-mesh control plane for Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "meshplane", version, about, propagate_version = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every verb.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: App Mesh REST API, xDS server and the embedded store.
+    Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Cli(cli::CliCommand),
+}
+
+impl Args {
+    /// Runs the chosen command.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Serve(a) => serve::run(a),
+            Command::Cli(c) => c.run(),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! `meshplane serve`: the control plane process.
+//!
+//! Opens the embedded store under `--data-dir`, serves the App Mesh API (plus `/healthz`
+//! and Prometheus `/metrics`) on `--api-listen`, and prints one line per bound listener
+//! on stdout (`listening api http://127.0.0.1:7080`) so that port 0 is usable by scripts.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use meshplane_rest::{ApiConfig, ApiMetrics, MeshService, Quotas};
+use meshplane_store::{SqliteStore, Store};
+use prometheus_client::registry::Registry;
+
+/// Flags of `meshplane serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of the embedded store (one SQLite file, `meshplane.db`).
+    #[arg(long, env = "MESHPLANE_DATA_DIR", default_value = "./meshplane-data")]
+    pub data_dir: PathBuf,
+    /// Address of the App Mesh REST API, `/healthz` and `/metrics` (port 0 picks a free port).
+    #[arg(long, env = "MESHPLANE_API_LISTEN", default_value = "127.0.0.1:7080")]
+    pub api_listen: SocketAddr,
+    /// Address of the xDS (ADS) gRPC server for Envoy (port 0 picks a free port).
+    #[arg(long, env = "MESHPLANE_XDS_LISTEN", default_value = "127.0.0.1:7081")]
+    pub xds_listen: SocketAddr,
+    /// Region written into ARNs.
+    #[arg(long, env = "MESHPLANE_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// 12-digit account id that owns every mesh (ARNs, meshOwner, resourceOwner).
+    #[arg(long, env = "MESHPLANE_ACCOUNT_ID", default_value = "000000000000")]
+    pub account_id: String,
+    /// ARN partition.
+    #[arg(long, env = "MESHPLANE_PARTITION", default_value = "aws")]
+    pub partition: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `meshplane_rest=debug`.
+    #[arg(long, env = "MESHPLANE_LOG", default_value = "info")]
+    pub log: String,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+}
+
+/// App Mesh's default quotas; raise them for large meshes.
+#[derive(Debug, clap::Args)]
+pub struct QuotaArgs {
+    /// Meshes per account.
+    #[arg(long, default_value_t = Quotas::default().meshes)]
+    pub quota_meshes: usize,
+    /// Virtual nodes per mesh.
+    #[arg(long, default_value_t = Quotas::default().virtual_nodes_per_mesh)]
+    pub quota_virtual_nodes: usize,
+    /// Virtual routers per mesh.
+    #[arg(long, default_value_t = Quotas::default().virtual_routers_per_mesh)]
+    pub quota_virtual_routers: usize,
+    /// Virtual services per mesh.
+    #[arg(long, default_value_t = Quotas::default().virtual_services_per_mesh)]
+    pub quota_virtual_services: usize,
+    /// Virtual gateways per mesh.
+    #[arg(long, default_value_t = Quotas::default().virtual_gateways_per_mesh)]
+    pub quota_virtual_gateways: usize,
+    /// Routes per virtual router.
+    #[arg(long, default_value_t = Quotas::default().routes_per_virtual_router)]
+    pub quota_routes: usize,
+    /// Gateway routes per virtual gateway.
+    #[arg(long, default_value_t = Quotas::default().gateway_routes_per_virtual_gateway)]
+    pub quota_gateway_routes: usize,
+    /// Backends per virtual node.
+    #[arg(long, default_value_t = Quotas::default().backends_per_virtual_node)]
+    pub quota_backends: usize,
+}
+
+impl ServeArgs {
+    fn api_config(&self) -> anyhow::Result<ApiConfig> {
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("--account-id must be 12 digits, got {:?}", self.account_id);
+        }
+        let q = &self.quotas;
+        Ok(ApiConfig {
+            partition: self.partition.clone(),
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+            quotas: Quotas {
+                meshes: q.quota_meshes,
+                virtual_nodes_per_mesh: q.quota_virtual_nodes,
+                virtual_routers_per_mesh: q.quota_virtual_routers,
+                virtual_services_per_mesh: q.quota_virtual_services,
+                virtual_gateways_per_mesh: q.quota_virtual_gateways,
+                routes_per_virtual_router: q.quota_routes,
+                gateway_routes_per_virtual_gateway: q.quota_gateway_routes,
+                backends_per_virtual_node: q.quota_backends,
+            },
+            ..ApiConfig::default()
+        })
+    }
+}
+
+/// Shared state of the non-App Mesh endpoints.
+#[derive(Clone)]
+struct OpsState {
+    store: Arc<dyn Store>,
+    registry: Arc<Mutex<Registry>>,
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(&args.log);
+    let api_config = args.api_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args, api_config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr; stdout carries only the `listening ...` lines.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("meshplane.db");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db).with_context(|| format!("opening store {}", db.display()))?,
+    );
+    tracing::info!(path = %db.display(), "store opened");
+
+    let mut registry = Registry::default();
+    let api_metrics = Arc::new(ApiMetrics::register(&mut registry));
+    let service = MeshService::new(store.clone(), api_config);
+    let ops = OpsState {
+        store: store.clone(),
+        registry: Arc::new(Mutex::new(registry)),
+    };
+
+    let app: Router = meshplane_rest::router(service, api_metrics).merge(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .with_state(ops),
+    );
+
+    let api = tokio::net::TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding API listener {}", args.api_listen))?;
+    let api_addr = api.local_addr()?;
+    announce(&format!("listening api http://{api_addr}"));
+    tracing::info!(addr = %api_addr, "App Mesh API listening");
+
+    axum::serve(api, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Prints a line on stdout and flushes it, for scripts waiting on the bound address.
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn healthz(State(st): State<OpsState>) -> impl IntoResponse {
+    match st.store.revision().await {
+        Ok(rev) => (StatusCode::OK, format!("ok revision={rev}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(st): State<OpsState>) -> impl IntoResponse {
+    let mut body = String::new();
+    let encoded = match st.registry.lock() {
+        Ok(reg) => prometheus_client::encoding::text::encode(&mut body, &reg).is_ok(),
+        Err(_) => false,
+    };
+    if !encoded {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
