@@ -74,6 +74,24 @@ impl ProxyConfig {
         out
     }
 
+    /// A content version for one xDS type: the hex SHA-256 of every `(name, encoding)` of
+    /// that type, in name order. Equal configurations give equal versions in any process
+    /// (translation is deterministic), different ones differ, so it is safe to use as the
+    /// xDS `version_info` across restarts and replicas.
+    pub fn version_of(&self, type_url: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (t, name, any) in self.resources() {
+            if t == type_url {
+                h.update((name.len() as u64).to_be_bytes());
+                h.update(name.as_bytes());
+                h.update((any.value.len() as u64).to_be_bytes());
+                h.update(&any.value);
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// True when some diagnostic has [`Severity::Error`].
     pub fn has_errors(&self) -> bool {
         self.diagnostics

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use meshplane_model::{NodeId, ProxyKind, ResourceId, ResourceKind, Spec};
 use meshplane_translate::{
-    MeshSnapshot, TranslateOptions, dependencies, output::ROUTE_TYPE_URL, translate_node,
+    MeshSnapshot, TranslateOptions, dependencies, output, output::ROUTE_TYPE_URL, translate_node,
 };
 use proptest::prelude::*;
 
@@ -48,49 +48,82 @@ proptest! {
     }
 }
 
-#[test]
-fn weight_change_touches_only_route_configurations() {
-    let case = common::load_case("colorapp");
-    let before = encode_all(case.resources.clone(), &case);
-    let mut changed = case.resources.clone();
+/// colorapp with the route's targets edited by `f`.
+fn colorapp_with(f: impl Fn(&mut Vec<meshplane_model::common::WeightedTarget>)) -> common::Case {
+    let mut case = common::load_case("colorapp");
     let mut touched = false;
-    for r in &mut changed {
+    for r in &mut case.resources {
         if let Spec::Route(route) = &mut r.spec {
-            let h = route.http_route.as_mut().expect("colorapp route is http");
-            h.action.weighted_targets[0].weight = 7;
-            h.action.weighted_targets.pop(); // drop green as well: a target set change
+            f(&mut route
+                .http_route
+                .as_mut()
+                .expect("colorapp route is http")
+                .action
+                .weighted_targets);
             touched = true;
         }
     }
     assert!(touched);
-    let after = encode_all(changed, &case);
-    let front = "mesh/demo/virtualNode/front";
-    let (b, a) = (&before[front], &after[front]);
-    let mut route_changed = false;
-    for (key, bytes) in b {
-        let (ty, name) = key;
-        if ty == ROUTE_TYPE_URL {
-            route_changed |= a.get(key) != Some(bytes);
-        } else if a.get(key).is_some() {
+    case
+}
+
+const FRONT: &str = "mesh/demo/virtualNode/front";
+
+#[test]
+fn weight_change_touches_only_route_configurations() {
+    let before_case = colorapp_with(|_| {});
+    let after_case = colorapp_with(|t| t[0].weight = 7);
+    let before = &common::translate_all(before_case.resources, &before_case.endpoints)[FRONT];
+    let after = &common::translate_all(after_case.resources, &after_case.endpoints)[FRONT];
+    let (b, a) = (common::encodings(before), common::encodings(after));
+    assert_eq!(
+        b.keys().collect::<Vec<_>>(),
+        a.keys().collect::<Vec<_>>(),
+        "same resources"
+    );
+    for (key, bytes) in &b {
+        if key.0 == ROUTE_TYPE_URL {
+            assert_ne!(
+                &a[key], bytes,
+                "the route configuration carries the new weight"
+            );
+        } else {
             assert_eq!(
-                a.get(key),
-                Some(bytes),
-                "{ty} {name} changed on a weight change"
+                &a[key], bytes,
+                "{} {} changed on a weight change",
+                key.0, key.1
             );
         }
     }
-    assert!(
-        route_changed,
-        "the route configuration must carry the new weights"
+    for t in [
+        output::CLUSTER_TYPE_URL,
+        output::LISTENER_TYPE_URL,
+        output::ENDPOINT_TYPE_URL,
+    ] {
+        assert_eq!(before.version_of(t), after.version_of(t), "{t}");
+    }
+    assert_ne!(
+        before.version_of(ROUTE_TYPE_URL),
+        after.version_of(ROUTE_TYPE_URL)
     );
-    // Listeners are never added or removed by a weight change.
-    let listeners = |m: &BTreeMap<(String, String), Vec<u8>>| {
-        m.keys()
-            .filter(|(t, _)| t.ends_with("Listener"))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(listeners(b), listeners(a));
+}
+
+#[test]
+fn target_set_change_never_touches_the_listener() {
+    // Dropping a target removes its cluster (CDS) and changes RDS, but the listener bytes
+    // stay identical: Envoy never drains connections for a routing change.
+    let before_case = colorapp_with(|_| {});
+    let after_case = colorapp_with(|t| {
+        t.pop();
+    });
+    let before = &common::translate_all(before_case.resources, &before_case.endpoints)[FRONT];
+    let after = &common::translate_all(after_case.resources, &after_case.endpoints)[FRONT];
+    assert_eq!(before.listeners, after.listeners);
+    assert_eq!(
+        before.version_of(output::LISTENER_TYPE_URL),
+        after.version_of(output::LISTENER_TYPE_URL)
+    );
+    assert_eq!(after.clusters.len() + 1, before.clusters.len());
 }
 
 #[test]
