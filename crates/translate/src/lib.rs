@@ -30,6 +30,21 @@
 //!
 //! See [`names`] for every name, [`route`] for match, priority, retry and timeout semantics.
 //!
+//! # Hidden App Mesh defaults reproduced
+//! - route timeout 15 s when no `perRequest` is declared (routes and ingress listeners);
+//! - default retry policy on routes without one: 2 retries on `connect-failure`,
+//!   `refused-stream`, `reset` and HTTP 503 (+ gRPC `unavailable`);
+//! - circuit breakers effectively open (2147483647) unless a listener connection pool says
+//!   otherwise; connect timeouts 0.25 s (ingress) and 1 s (egress); round-robin balancing;
+//! - health checks and outlier detection declared on a node's listener are applied by its
+//!   *callers* (on their egress clusters);
+//! - `DROP_ALL` by default.
+//!
+//! # Not translated yet (reported, never faked)
+//! Virtual gateways and gateway routes; listener TLS and client-policy TLS (SDS secrets);
+//! the `cds_egress_<mesh>_amazonaws` exception that lets apps reach `*.amazonaws.com` under
+//! `DROP_ALL`; tracing and stats-tag configuration (bootstrap concerns).
+//!
 //! # Example
 //! ```
 //! use meshplane_model::{NodeId, ResourceId, ResourceKind, Spec};

@@ -12,7 +12,9 @@
 //! | egress route configuration (RDS) | `rds_egress_http_<port>` |
 //! | ingress route configuration (inline) | `rds_ingress_<proto>_<port>` |
 //!
-//! EDS resources (`ClusterLoadAssignment`) carry the name of their cluster.
+//! EDS resources (`ClusterLoadAssignment`) carry the name of their cluster. Listener names keep
+//! `0.0.0.0` even when an IP preference makes the listener bind `::` (as App Mesh does), so
+//! dashboards keyed on them keep working.
 
 use meshplane_model::common::PortProtocol;
 

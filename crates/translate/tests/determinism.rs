@@ -18,10 +18,20 @@ use proptest::prelude::*;
 
 type Encoded = BTreeMap<String, BTreeMap<(String, String), Vec<u8>>>;
 
+/// Every proxy's resource encodings, plus its diagnostics (as pseudo-resources, in order).
 fn encode_all(resources: Vec<meshplane_model::Resource>, case: &common::Case) -> Encoded {
     common::translate_all(resources, &case.endpoints)
         .into_iter()
-        .map(|(k, v)| (k, common::encodings(&v)))
+        .map(|(k, v)| {
+            let mut e = common::encodings(&v);
+            for (i, d) in v.diagnostics.iter().enumerate() {
+                e.insert(
+                    ("diagnostic".into(), format!("{i:04}")),
+                    d.to_string().into_bytes(),
+                );
+            }
+            (k, e)
+        })
         .collect()
 }
 
