@@ -72,6 +72,9 @@ struct TypeState {
     rejected_at: Option<Arc<str>>,
     /// Names to re-send even if unchanged (EDS after CDS).
     force: HashSet<Arc<str>>,
+    /// The snapshot the last diff ran against; `None` after anything that can
+    /// change the next diff (subscription change, NACK). Keeps ACKs O(1).
+    synced: Option<Arc<Snapshot>>,
 }
 
 struct Pending {
@@ -178,6 +181,12 @@ impl DeltaStream {
             self.status.subscribed(ty, None);
         }
         let t = &mut self.types[ty as usize];
+        if first
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            t.synced = None;
+        }
         for name in req.resource_names_subscribe {
             if name == "*" {
                 t.wildcard = true;
@@ -236,6 +245,7 @@ impl DeltaStream {
                     t.rejected.insert((name.clone(), version.clone()));
                 }
                 t.rejected_at = Some(p.version.as_str().into());
+                t.synced = None;
                 warn!(
                     node = %node, type_url = %ty.type_url(), version = %p.version,
                     reason = %err.message, "nack"
@@ -253,8 +263,15 @@ impl DeltaStream {
         }
     }
 
-    fn diff(&mut self, ty: ResourceType, snap: &Snapshot) -> Diff {
+    fn diff(&mut self, ty: ResourceType, snap: &Arc<Snapshot>) -> Diff {
         let t = &mut self.types[ty as usize];
+        if t.force.is_empty() && t.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap)) {
+            return Diff {
+                updates: Vec::new(),
+                removals: Vec::new(),
+            };
+        }
+        t.synced = Some(snap.clone());
         let all = snap.resources(ty);
         if t.rejected_at.as_deref().is_some_and(|v| v != all.version()) {
             t.rejected.clear();

@@ -37,6 +37,11 @@ pub struct XdsServerConfig {
     pub max_decoding_message_size: usize,
     /// Largest response tonic encodes. 256 MiB (a full CDS of thousands of clusters).
     pub max_encoding_message_size: usize,
+    /// Close connections after this long so proxies re-balance across
+    /// replicas (Istio: 30 min). `None` (default): connections live until the
+    /// proxy or the server ends them. tonic does not jitter the age, so enable
+    /// it only with a stream rate limit in front or few proxies.
+    pub max_connection_age: Option<Duration>,
     /// Responses buffered per stream before the stream task waits for the
     /// proxy to read (back-pressure). 16.
     pub response_buffer: usize,
@@ -45,7 +50,7 @@ pub struct XdsServerConfig {
 /// The ADS server. Cheap to clone; clones share streams, status and events.
 ///
 /// ```no_run
-/// # async fn f() -> std::io::Result<()> {
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
 /// use meshplane_xds::{SnapshotCache, XdsServer};
 /// let cache = SnapshotCache::new();
@@ -82,6 +87,7 @@ impl Default for XdsServerConfig {
             keepalive_timeout: Duration::from_secs(10),
             max_decoding_message_size: 64 << 20,
             max_encoding_message_size: 256 << 20,
+            max_connection_age: None,
             response_buffer: 16,
         }
     }
@@ -139,9 +145,14 @@ impl XdsServer {
             tracing::info!("xds server shutting down");
             inner.shutdown.send_replace(true);
         };
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(self.inner.config.keepalive_interval))
-            .http2_keepalive_timeout(Some(self.inner.config.keepalive_timeout))
+        let config = &self.inner.config;
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.keepalive_timeout));
+        if let Some(age) = config.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        builder
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await

@@ -72,6 +72,9 @@ struct TypeState {
     last: Option<Sent>,
     /// Send even if the content is unchanged (EDS after CDS).
     force: bool,
+    /// The snapshot this type was last evaluated against with the current
+    /// subscription; `None` after a subscription change.
+    synced: Option<Arc<Snapshot>>,
 }
 
 struct Sent {
@@ -80,8 +83,9 @@ struct Sent {
     /// Content hash of what was sent; drives "send again?".
     content: String,
     at: Instant,
-    snapshot_created_at: Instant,
-    names: Vec<String>,
+    /// The snapshot the response was computed from (names for NACK events,
+    /// `created_at` for latency).
+    from: Arc<Snapshot>,
 }
 
 /// Runs one SotW stream until the proxy disconnects, the response channel
@@ -170,7 +174,12 @@ impl SotwStream {
                         node = %self.node(), type_url = %req.type_url, version = %last.version,
                         kept = %req.version_info, reason = %err.message, "nack"
                     );
-                    self.status.nacked(ty, nack, last.names.clone());
+                    let names: Vec<String> = self
+                        .desired(ty, &last.from)
+                        .iter()
+                        .map(|r| r.name().to_owned())
+                        .collect();
+                    self.status.nacked(ty, nack, names);
                 }
                 None => {
                     debug!(node = %self.node(), %ty, version = %req.version_info, "ack");
@@ -179,7 +188,7 @@ impl SotwStream {
                         &req.version_info,
                         &last.nonce,
                         last.at,
-                        last.snapshot_created_at,
+                        last.from.created_at(),
                     );
                 }
             }
@@ -193,12 +202,16 @@ impl SotwStream {
         let t = &mut self.types[ty as usize];
         let mut names: BTreeSet<String> = req.resource_names.into_iter().collect();
         let star = names.remove("*");
-        t.wildcard = star || (names.is_empty() && (first || t.wildcard));
+        let wildcard = star || (names.is_empty() && (first || t.wildcard));
+        if first || wildcard != t.wildcard || names != t.names {
+            t.synced = None;
+        }
+        t.wildcard = wildcard;
         t.names = names;
         t.subscribed = true;
     }
 
-    /// What a response of `ty` would carry now, sorted by name.
+    /// What a response of `ty` would carry now from `snap`, sorted by name.
     fn desired(&self, ty: ResourceType, snap: &Snapshot) -> Vec<Arc<Resource>> {
         let t = &self.types[ty as usize];
         let all = snap.resources(ty);
@@ -215,44 +228,62 @@ impl SotwStream {
             .collect()
     }
 
+    /// Content hash of [`desired`](Self::desired) without building it for
+    /// wildcard subscriptions (it is then the snapshot's type version).
+    fn desired_content(&self, ty: ResourceType, snap: &Snapshot) -> String {
+        if self.types[ty as usize].wildcard {
+            return snap.version(ty).to_owned();
+        }
+        list_version(ty, self.desired(ty, snap).iter().map(|r| &**r))
+    }
+
+    /// Whether `ty` was already evaluated against `snap` with the current
+    /// subscription (most requests are ACKs: this keeps them O(1)).
+    fn synced(&self, ty: ResourceType, snap: &Arc<Snapshot>) -> bool {
+        let t = &self.types[ty as usize];
+        !t.force && t.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap))
+    }
+
     async fn flush(&mut self, watch: &NodeWatch, tx: &Tx) -> Result<(), Closed> {
         let Some(snap) = watch.current.clone() else {
             return Ok(());
         };
         let cds = ResourceType::Cluster;
-        let cds_wildcard = self.types[cds as usize].subscribed && self.types[cds as usize].wildcard;
-        let clusters = self.desired(cds, &snap);
+        let cds_pending = self.types[cds as usize].subscribed && !self.synced(cds, &snap);
 
         // 1. CDS, make phase.
-        if self.types[cds as usize].subscribed {
-            let (removed, added_or_changed) = match (&self.cds_base, cds_wildcard) {
-                (Some(base), true) => {
-                    let removed: Vec<Arc<Resource>> = base
-                        .resources(cds)
-                        .iter()
-                        .filter(|r| !snap.resources(cds).contains(r.name()))
-                        .cloned()
-                        .collect();
-                    let changed = clusters.iter().any(|r| {
-                        base.get(cds, r.name())
-                            .is_none_or(|old| old.version() != r.version())
-                    });
-                    (removed, changed)
-                }
-                _ => (Vec::new(), true),
+        if cds_pending {
+            let base = self
+                .cds_base
+                .clone()
+                .filter(|_| self.types[cds as usize].wildcard);
+            let base = base.filter(|b| b.version(cds) != snap.version(cds));
+            let removed: Vec<Arc<Resource>> = match &base {
+                Some(base) => base
+                    .resources(cds)
+                    .iter()
+                    .filter(|r| !snap.resources(cds).contains(r.name()))
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
             };
             let sent = if removed.is_empty() {
-                self.maybe_send(cds, clusters.clone(), None, &snap, tx)
-                    .await?
-            } else if added_or_changed {
-                let mut union = clusters.clone();
-                union.extend(removed);
-                union.sort_by(|a, b| a.name().cmp(b.name()));
-                let version = list_version(cds, union.iter().map(|r| &**r));
-                self.maybe_send(cds, union, Some(version), &snap, tx)
-                    .await?
+                self.maybe_send(cds, &snap, None, tx).await?
             } else {
-                false // Only removals: deferred to the break phase.
+                let clusters = self.desired(cds, &snap);
+                let added_or_changed = clusters.iter().any(|r| {
+                    base.as_ref()
+                        .and_then(|b| b.get(cds, r.name()))
+                        .is_none_or(|old| old.version() != r.version())
+                });
+                if added_or_changed {
+                    let mut union = clusters;
+                    union.extend(removed);
+                    union.sort_by(|a, b| a.name().cmp(b.name()));
+                    self.maybe_send(cds, &snap, Some(union), tx).await?
+                } else {
+                    false // Only removals: deferred to the break phase.
+                }
             };
             if sent {
                 self.types[ResourceType::Endpoint as usize].force = true;
@@ -260,43 +291,56 @@ impl SotwStream {
         }
 
         // 2. and 3. EDS, LDS, RDS, SDS.
-        for ty in &ResourceType::ALL[1..] {
-            let resources = self.desired(*ty, &snap);
-            self.maybe_send(*ty, resources, None, &snap, tx).await?;
-            self.types[*ty as usize].force = false;
+        for ty in ResourceType::ALL[1..].iter().copied() {
+            if self.types[ty as usize].subscribed && !self.synced(ty, &snap) {
+                self.maybe_send(ty, &snap, None, tx).await?;
+                self.types[ty as usize].synced = Some(snap.clone());
+            }
+            self.types[ty as usize].force = false;
         }
 
         // 4. CDS, break phase.
-        if self.types[cds as usize].subscribed {
-            self.maybe_send(cds, clusters, None, &snap, tx).await?;
+        if cds_pending {
+            self.maybe_send(cds, &snap, None, tx).await?;
+            self.types[cds as usize].synced = Some(snap.clone());
             self.cds_base = Some(snap);
         }
         Ok(())
     }
 
-    /// Sends `resources` as the `ty` response if the type is subscribed and the
-    /// content differs from the last response (or nothing was sent yet, or a
-    /// resend is forced). `version` defaults to the snapshot's type version.
+    /// Sends the `ty` response if the type is subscribed and its content
+    /// differs from the last response (or nothing was sent yet, or a resend is
+    /// forced). `union` replaces the desired content (make-before-break CDS),
+    /// and then carries its own content hash as version; otherwise the version
+    /// is the snapshot's type version.
     async fn maybe_send(
         &mut self,
         ty: ResourceType,
-        resources: Vec<Arc<Resource>>,
-        version: Option<String>,
-        snap: &Snapshot,
+        snap: &Arc<Snapshot>,
+        union: Option<Vec<Arc<Resource>>>,
         tx: &Tx,
     ) -> Result<bool, Closed> {
         let t = &self.types[ty as usize];
         if !t.subscribed {
             return Ok(false);
         }
-        let content = list_version(ty, resources.iter().map(|r| &**r));
+        let union = union.map(|u| {
+            let content = list_version(ty, u.iter().map(|r| &**r));
+            (u, content)
+        });
+        let content = match &union {
+            Some((_, content)) => content.clone(),
+            None => self.desired_content(ty, snap),
+        };
         if !t.force && t.last.as_ref().is_some_and(|l| l.content == content) {
             return Ok(false);
         }
-        let version = version.unwrap_or_else(|| snap.version(ty).to_owned());
+        let (resources, version) = match union {
+            Some((u, content)) => (u, content),
+            None => (self.desired(ty, snap), snap.version(ty).to_owned()),
+        };
         let nonce = nonce(&mut self.nonce);
         let bytes: usize = resources.iter().map(|r| r.encoded_len()).sum();
-        let names: Vec<String> = resources.iter().map(|r| r.name().to_owned()).collect();
         let response = DiscoveryResponse {
             version_info: version.clone(),
             resources: resources.iter().map(|r| r.any().clone()).collect(),
@@ -306,16 +350,15 @@ impl SotwStream {
             ..Default::default()
         };
         tx.send(Ok(response)).await.map_err(|_| Closed)?;
-        debug!(node = %self.node(), %ty, %version, %nonce, resources = names.len(), bytes, "sent");
+        debug!(node = %self.node(), %ty, %version, %nonce, resources = resources.len(), bytes, "sent");
         self.status
-            .sent(ty, &version, &nonce, names.len(), 0, bytes);
+            .sent(ty, &version, &nonce, resources.len(), 0, bytes);
         self.types[ty as usize].last = Some(Sent {
             nonce,
             version,
             content,
             at: Instant::now(),
-            snapshot_created_at: snap.created_at(),
-            names,
+            from: snap.clone(),
         });
         Ok(true)
     }
