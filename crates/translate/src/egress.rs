@@ -20,6 +20,10 @@
 //! Under `ALLOW_ALL` every HTTP route configuration gets a last `*` virtual host and the
 //! listener a default filter chain, both to the `ORIGINAL_DST` pass-through cluster.
 //!
+//! Client policy TLS (a backend's own `clientPolicy`, else `backendDefaults`) is not
+//! translated yet: a backend whose policy enforces TLS is withheld (fail closed) with a
+//! diagnostic, never reached in plaintext.
+//!
 //! Conflicts: one destination port serves either HTTP (many hosts) or one TCP backend, since
 //! TCP cannot tell services apart. HTTP wins over TCP, and among TCP backends the first
 //! service name in byte order wins; the others get [`DiagnosticCode::EgressPortConflict`].
@@ -68,36 +72,42 @@ pub(crate) fn egress(ctx: &mut Ctx<'_>) {
     let mut services: Vec<&str> = ctx.node.backend_service_names().collect();
     services.sort_unstable();
     services.dedup();
-    check_client_tls(ctx);
     for vs in services {
+        if client_tls_enforced(ctx, vs) {
+            // Fail closed: never send plaintext where the mesh demands TLS.
+            ctx.diag(
+                Severity::Error,
+                DiagnosticCode::TlsNotTranslated,
+                Some(ctx.node_id()),
+                format!(
+                    "backend `{vs}`: client policy TLS is not translated yet; the backend is withheld rather than reached in plaintext"
+                ),
+            );
+            continue;
+        }
         backend(ctx, &mut eg, vs);
     }
     build(ctx, eg);
 }
 
-fn check_client_tls(ctx: &mut Ctx<'_>) {
-    let enforced = |p: Option<&ClientPolicy>| {
-        p.and_then(|p| p.tls.as_ref())
-            .is_some_and(|t| t.enforce.unwrap_or(true))
-    };
+/// Whether the effective client policy for backend `vs` (its own, else the node's
+/// `backendDefaults`) enforces TLS, which is not translated yet.
+fn client_tls_enforced(ctx: &Ctx<'_>, vs: &str) -> bool {
     let node = ctx.node;
-    let mut any = enforced(
-        node.backend_defaults
-            .as_ref()
-            .and_then(|d| d.client_policy.as_ref()),
-    );
-    for b in node.backends() {
+    let own = node.backends().iter().find_map(|b| {
         let meshplane_model::virtual_node::Backend::VirtualService(b) = b;
-        any |= enforced(b.client_policy.as_ref());
-    }
-    if any {
-        ctx.diag(
-            Severity::Error,
-            DiagnosticCode::TlsNotTranslated,
-            Some(ctx.node_id()),
-            "client policy TLS is not translated yet; backends are reached in plaintext".to_owned(),
-        );
-    }
+        (b.virtual_service_name == vs)
+            .then_some(b.client_policy.as_ref())
+            .flatten()
+    });
+    let defaults = node
+        .backend_defaults
+        .as_ref()
+        .and_then(|d| d.client_policy.as_ref());
+    let policy: Option<&ClientPolicy> = own.or(defaults);
+    policy
+        .and_then(|p| p.tls.as_ref())
+        .is_some_and(|t| t.enforce.unwrap_or(true))
 }
 
 fn domains(vs: &str, port: u32) -> Vec<String> {

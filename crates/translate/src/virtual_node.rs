@@ -10,7 +10,8 @@
 //! - tcp: TCP proxy (stat prefix `ingress`) with the listener's `tcp.idle` timeout.
 //!
 //! The node's access log is attached to every filter chain. Listener TLS is not translated
-//! yet (a diagnostic says so).
+//! yet: a `STRICT` listener is not served at all (fail closed), a `PERMISSIVE` one is served in
+//! plaintext; both with a diagnostic.
 
 use std::collections::BTreeSet;
 
@@ -93,16 +94,31 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             );
             continue;
         }
-        if let Some(tls) = l.tls.as_ref().filter(|t| t.mode != TlsMode::Disabled) {
-            ctx.diag(
-                Severity::Error,
+        // TLS is not translated yet. Fail closed: a STRICT listener must never accept
+        // plaintext, so it is not served at all; PERMISSIVE accepts plaintext by definition.
+        match l.tls.as_ref().map(|t| &t.mode) {
+            Some(TlsMode::Disabled) | None => {}
+            Some(TlsMode::Permissive) => ctx.diag(
+                Severity::Warning,
                 DiagnosticCode::TlsNotTranslated,
                 Some(ctx.node_id()),
                 format!(
-                    "listener {} {}: TLS mode {} is not translated yet; served in plaintext",
-                    pm.protocol, pm.port, tls.mode
+                    "listener {} {}: TLS is not translated yet; PERMISSIVE listener served in plaintext only",
+                    pm.protocol, pm.port
                 ),
-            );
+            ),
+            Some(mode) => {
+                ctx.diag(
+                    Severity::Error,
+                    DiagnosticCode::TlsNotTranslated,
+                    Some(ctx.node_id()),
+                    format!(
+                        "listener {} {}: TLS mode {mode} is not translated yet; listener not served rather than served in plaintext",
+                        pm.protocol, pm.port
+                    ),
+                );
+                continue;
+            }
         }
         let c = cluster::ingress_cluster(ctx, l);
         let cluster_name = c.name.clone();
