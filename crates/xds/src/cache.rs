@@ -57,8 +57,10 @@ pub struct NodeKey(NodeId);
 /// `watch::Receiver`; all proxies of a node share one `Arc<Snapshot>`.
 #[derive(Clone, Default)]
 pub struct SnapshotCache {
-    nodes: Arc<RwLock<HashMap<NodeKey, watch::Sender<Option<Arc<Snapshot>>>>>>,
+    nodes: Arc<RwLock<NodeMap>>,
 }
+
+type NodeMap = HashMap<NodeKey, watch::Sender<Option<Arc<Snapshot>>>>;
 
 // === impl NodeKey ===
 
@@ -188,18 +190,12 @@ impl SnapshotCache {
             .subscribe()
     }
 
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<NodeKey, watch::Sender<Option<Arc<Snapshot>>>>>
-    {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, NodeMap> {
         // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
         self.nodes.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<NodeKey, watch::Sender<Option<Arc<Snapshot>>>>>
-    {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, NodeMap> {
         self.nodes.write().unwrap_or_else(|e| e.into_inner())
     }
 }

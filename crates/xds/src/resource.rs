@@ -286,4 +286,33 @@ mod tests {
         // Length prefixes keep part boundaries: ("ab","c") != ("a","bc").
         assert_ne!(content_hash(&[b"ab", b"c"]), content_hash(&[b"a", b"bc"]));
     }
+
+    #[test]
+    fn eds_clusters_know_their_assignment_name() {
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+            ClusterDiscoveryType, DiscoveryType, EdsClusterConfig,
+        };
+        use envoy_types::util::pack_any;
+        let eds = |service: &str| Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig {
+                eds_config: None,
+                service_name: service.into(),
+            }),
+            ..Default::default()
+        };
+        let name = |c: Cluster| Resource::new("c", pack_any(c)).eds_service_name().cloned();
+        assert_eq!(name(eds("")).as_deref(), Some("c"));
+        assert_eq!(name(eds("svc")).as_deref(), Some("svc"));
+        let strict_dns = Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                DiscoveryType::StrictDns as i32,
+            )),
+            ..Default::default()
+        };
+        assert_eq!(name(strict_dns), None);
+    }
 }

@@ -473,3 +473,49 @@ async fn status_drops_disconnected_streams() {
     }
     assert!(srv.server.status().is_empty());
 }
+
+#[tokio::test]
+async fn removed_node_keeps_its_config_until_set_again() {
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a"], "one")));
+    let srv = TestServer::start(&cache).await;
+    let mut c = srv.sotw(NODE).await;
+    c.subscribe(CDS, &[], "");
+    let r = c.recv().await;
+    c.ack(&r, &[]);
+    cache.remove(&key());
+    // Nothing is withdrawn: the proxy keeps serving its last config.
+    c.expect_silence(QUIET).await;
+    assert_eq!(srv.server.status().len(), 1);
+    cache.set(key(), snap(config(&["a", "b"], "one")));
+    assert_eq!(resource_names(&c.recv().await), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_serve_returns() {
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a"], "one")));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = meshplane_xds::XdsServer::new(Arc::new(cache.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = server.clone();
+    let serving = tokio::spawn(async move {
+        s.serve(listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut c = meshplane_xds::testing::SotwClient::connect(addr, NODE).await;
+    c.subscribe(CDS, &[], "");
+    c.recv().await;
+    stop.send(()).unwrap();
+    // A long-lived ADS stream must not hold graceful shutdown open.
+    let res = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    assert!(
+        matches!(res, Ok(Ok(Ok(())))),
+        "serve did not return: {res:?}"
+    );
+    assert!(c.closed().await.is_ok(), "stream ends cleanly");
+    assert!(server.status().is_empty());
+}
