@@ -24,6 +24,7 @@ const DEFAULT_ENVOY: &str = "/work/main/.venv/lib/python3.11/site-packages/envoy
 struct EnvoyProcess {
     child: Child,
     log: PathBuf,
+    admin_path: PathBuf,
 }
 
 impl Drop for EnvoyProcess {
@@ -34,6 +35,38 @@ impl Drop for EnvoyProcess {
 }
 
 impl EnvoyProcess {
+    fn probe(&self) -> EnvoyProbe {
+        EnvoyProbe {
+            admin_path: self.admin_path.clone(),
+        }
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats` (blocking; short).
+    fn stat(&self, name: &str) -> Option<u64> {
+        self.probe().stat(name)
+    }
+
+    /// Polls admin stats until `name` equals `want`.
+    async fn wait_stat(&mut self, name: &'static str, want: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        while Instant::now() < deadline {
+            self.assert_running();
+            let probe = self.probe();
+            last = tokio::task::spawn_blocking(move || probe.stat(name))
+                .await
+                .expect("join");
+            if last == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{name} never reached {want} (last {last:?})\n{}",
+            self.log_tail()
+        );
+    }
+
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -44,6 +77,22 @@ impl EnvoyProcess {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("envoy exited with {status}:\n{}", self.log_tail());
         }
+    }
+}
+
+/// The paths needed to query a running Envoy from a blocking thread.
+struct EnvoyProbe {
+    admin_path: PathBuf,
+}
+
+impl EnvoyProbe {
+    /// A counter or gauge from Envoy's admin `/stats`.
+    fn stat(&self, name: &str) -> Option<u64> {
+        let admin = std::fs::read_to_string(&self.admin_path).ok()?;
+        let path = format!("/stats?filter=^{name}$");
+        let (_, body) = http_get_path(admin.trim(), &path)?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
     }
 }
 
@@ -118,15 +167,24 @@ static_resources:
         .stderr(Stdio::from(out))
         .spawn()
         .expect("spawn envoy");
-    EnvoyProcess { child, log }
+    EnvoyProcess {
+        child,
+        log,
+        admin_path,
+    }
 }
 
-/// One HTTP/1.1 GET; the response body, or `None` if it failed.
+/// One HTTP/1.1 GET of `/` on the listener; status and body.
 fn http_get(port: u16) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    http_get_path(&format!("127.0.0.1:{port}"), "/")
+}
+
+/// One HTTP/1.1 GET of `path` on `addr`; status and body.
+fn http_get_path(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -158,10 +216,22 @@ fn config_for(
     port: u16,
     route: envoy_types::pb::envoy::config::route::v3::RouteConfiguration,
 ) -> Snapshot {
-    Snapshot::builder()
-        .add_cluster(eds_cluster("backend", 250))
-        .add_cluster_load_assignment(cla("backend", 9))
-        .add_listener(http_listener("ingress", port as u32, "local_route"))
+    config_with(port, route, &[("backend", 250)])
+}
+
+/// A listener on `port` with RDS `local_route`, and EDS clusters `(name, connect timeout ms)`.
+fn config_with(
+    port: u16,
+    route: envoy_types::pb::envoy::config::route::v3::RouteConfiguration,
+    clusters: &[(&str, i32)],
+) -> Snapshot {
+    let mut b = Snapshot::builder();
+    for (i, (name, timeout)) in clusters.iter().enumerate() {
+        b = b
+            .add_cluster(eds_cluster(name, *timeout))
+            .add_cluster_load_assignment(cla(name, 9 + i as u32));
+    }
+    b.add_listener(http_listener("ingress", port as u32, "local_route"))
         .add_route_configuration(route)
         .build()
         .expect("valid snapshot")
@@ -218,6 +288,41 @@ async fn drive_real_envoy(api_type: &str) {
     ));
     cache.set(key(), s2.clone());
     wait_body(&mut envoy, port, "hello v2", Duration::from_secs(5)).await;
+
+    // Clusters: a changed one and a new one both finish warming (they need a
+    // fresh EDS response), then a removed one goes away.
+    envoy
+        .wait_stat("cluster_manager.active_clusters", 2, Duration::from_secs(5))
+        .await;
+    let route = || direct_response_route("local_route", "hello v2");
+    cache.set(
+        key(),
+        std::sync::Arc::new(config_with(
+            port,
+            route(),
+            &[("backend", 500), ("backend2", 250)],
+        )),
+    );
+    envoy
+        .wait_stat("cluster_manager.active_clusters", 3, Duration::from_secs(5))
+        .await;
+    envoy
+        .wait_stat(
+            "cluster_manager.warming_clusters",
+            0,
+            Duration::from_secs(5),
+        )
+        .await;
+    let modified = envoy.stat("cluster_manager.cluster_modified");
+    assert_eq!(modified, Some(1), "backend was updated in place");
+    cache.set(key(), s2.clone());
+    envoy
+        .wait_stat("cluster_manager.active_clusters", 2, Duration::from_secs(5))
+        .await;
+    envoy
+        .wait_stat("cluster_manager.cluster_removed", 1, Duration::from_secs(5))
+        .await;
+    wait_body(&mut envoy, port, "hello v2", Duration::from_secs(2)).await;
 
     // A route Envoy rejects: NACK recorded with Envoy's message, old config kept.
     let bad = std::sync::Arc::new(config_for(port, invalid_regex_route("local_route")));
