@@ -19,4 +19,4 @@ pub mod service;
 pub use config::{ApiConfig, Quotas};
 pub use http::router;
 pub use metrics::ApiMetrics;
-pub use service::MeshService;
+pub use service::{MeshService, StatusExtension};

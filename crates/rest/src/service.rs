@@ -40,6 +40,17 @@ const MAX_TAGS: usize = 50;
 pub struct MeshService {
     store: Arc<dyn Store>,
     cfg: Arc<ApiConfig>,
+    status: Option<Arc<dyn StatusExtension>>,
+}
+
+/// Extra, meshplane-specific members of a resource's `status` object (for example the
+/// proxies connected for a virtual node and the last configuration they rejected).
+///
+/// AWS SDKs ignore members they do not know, so these ride along without breaking
+/// compatibility while making rejected configuration visible where users already look.
+pub trait StatusExtension: Send + Sync + 'static {
+    /// Members to merge into `status` (next to `"status": "ACTIVE"`), if any.
+    fn status_members(&self, id: &ResourceId) -> Option<serde_json::Map<String, Value>>;
 }
 
 /// A mesh's resources read at one revision.
@@ -123,7 +134,14 @@ impl MeshService {
         MeshService {
             store,
             cfg: Arc::new(cfg),
+            status: None,
         }
+    }
+
+    /// Adds live status members (proxies, rejections) to Describe responses.
+    pub fn with_status_extension(mut self, ext: Arc<dyn StatusExtension>) -> Self {
+        self.status = Some(ext);
+        self
     }
 
     /// The configuration in force.
@@ -400,7 +418,13 @@ impl MeshService {
     ) -> Result<Value, ApiError> {
         self.check_owner(&id.mesh, mesh_owner)?;
         if let Some((_, r)) = self.get_resource(id).await? {
-            return Ok(self.data(&r, Status::Active));
+            let mut body = self.data(&r, Status::Active);
+            if let Some(extra) = self.status.as_ref().and_then(|s| s.status_members(id)) {
+                if let Some(st) = body.get_mut("status").and_then(Value::as_object_mut) {
+                    st.extend(extra);
+                }
+            }
+            return Ok(body);
         }
         Err(self.missing(id).await)
     }

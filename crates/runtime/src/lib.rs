@@ -10,6 +10,8 @@
 
 pub mod args;
 pub mod cli;
+pub mod observe;
+pub mod reconcile;
 pub mod serve;
 
 use std::process::ExitCode;

@@ -18,7 +18,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use meshplane_rest::{ApiConfig, ApiMetrics, MeshService, Quotas};
 use meshplane_store::{SqliteStore, Store};
+use meshplane_translate::TranslateOptions;
+use meshplane_xds::{SnapshotCache, XdsServer};
 use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::observe::{ProxyStatusExtension, XdsMetrics, proxy_status_json};
+use crate::reconcile::Reconciler;
 
 /// Flags of `meshplane serve`.
 #[derive(Debug, clap::Args)]
@@ -107,6 +113,7 @@ impl ServeArgs {
 struct OpsState {
     store: Arc<dyn Store>,
     registry: Arc<Mutex<Registry>>,
+    xds: XdsServer,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -141,29 +148,77 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut registry));
-    let service = MeshService::new(store.clone(), api_config);
+    let xds_metrics = XdsMetrics::register(&mut registry);
+
+    // xDS: the reconciler fills the snapshot cache; the server streams it to Envoy.
+    let cache = SnapshotCache::new();
+    let xds = XdsServer::new(Arc::new(cache.clone()));
+    let reconciler = Reconciler::new(store.clone(), cache, TranslateOptions::default());
+    let state = reconciler.state();
+
+    let service = MeshService::new(store.clone(), api_config).with_status_extension(Arc::new(
+        ProxyStatusExtension {
+            server: xds.clone(),
+            state: state.clone(),
+        },
+    ));
     let ops = OpsState {
         store: store.clone(),
         registry: Arc::new(Mutex::new(registry)),
+        xds: xds.clone(),
     };
 
     let app: Router = meshplane_rest::router(service, api_metrics).merge(
         Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
+            .route("/meshplane/v1/proxy-status", get(proxy_status))
             .with_state(ops),
     );
 
     let api = tokio::net::TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding API listener {}", args.api_listen))?;
+    let xds_listener = tokio::net::TcpListener::bind(args.xds_listen)
+        .await
+        .with_context(|| format!("binding xDS listener {}", args.xds_listen))?;
     let api_addr = api.local_addr()?;
+    let xds_addr = xds_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let reconcile_task = tokio::spawn(reconciler.run());
+    tokio::spawn(xds_metrics.run(xds.clone()));
+    let xds_task = tokio::spawn({
+        let xds = xds.clone();
+        let stop = stopped();
+        async move { xds.serve(xds_listener, stop).await }
+    });
+
     announce(&format!("listening api http://{api_addr}"));
-    tracing::info!(addr = %api_addr, "App Mesh API listening");
+    announce(&format!("listening xds {xds_addr}"));
+    tracing::info!(api = %api_addr, xds = %xds_addr, "meshplane serving");
 
     axum::serve(api, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopped())
         .await?;
+    xds.close_streams();
+    reconcile_task.abort();
+    match xds_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "xds server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "xds server task failed"),
+        Ok(Ok(())) => {}
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -183,6 +238,11 @@ async fn healthz(State(st): State<OpsState>) -> impl IntoResponse {
             format!("store unavailable: {e}\n"),
         ),
     }
+}
+
+async fn proxy_status(State(st): State<OpsState>) -> impl IntoResponse {
+    let proxies: Vec<serde_json::Value> = st.xds.status().iter().map(proxy_status_json).collect();
+    axum::Json(json!({ "proxies": proxies }))
 }
 
 async fn metrics(State(st): State<OpsState>) -> impl IntoResponse {

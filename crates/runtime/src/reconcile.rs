@@ -1,0 +1,375 @@
+//! The reconciler: store watch → dependency index → translate only the affected proxies →
+//! snapshot cache (which the xDS server streams to Envoy).
+//!
+//! ```text
+//!  Store::watch("appmesh/") ──events──▶ debounce (quiet 10 ms, at most 100 ms)
+//!        │                                   │ changed ResourceIds
+//!        ▼                                   ▼
+//!  full list on start / on Compacted    per mesh: MeshSnapshot; per node: Dependencies
+//!                                            │ nodes whose dependencies changed
+//!                                            ▼
+//!                            translate_node (spawn_blocking) ──▶ xds::Snapshot
+//!                                            │ only when some type's version changed
+//!                                            ▼
+//!                                  SnapshotCache::set(node, snapshot)
+//! ```
+//!
+//! Level-triggered: the loop rebuilds from current state, so a lost or merged event only
+//! delays a push, never corrupts it; a compacted watch triggers a full re-list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use meshplane_model::{NodeId, ProxyKind, Resource, ResourceId, ResourceKind};
+use meshplane_rest::keys;
+use meshplane_store::{EventKind, Revision, Store, StoreError};
+use meshplane_translate::{
+    Dependencies, Diagnostic, Endpoints, MeshSnapshot, ProxyConfig, TranslateOptions, dependencies,
+    translate_node,
+};
+use meshplane_xds::{NodeKey, Snapshot, SnapshotCache};
+
+/// After the first event of a burst, wait until the store has been quiet this long...
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(10);
+/// ...but never longer than this in total, so a steady stream of writes still converges.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
+/// Page size of the initial (and post-compaction) listing.
+const LIST_PAGE: usize = 1000;
+
+/// What the reconciler computed for one proxy identity (virtual node).
+#[derive(Clone)]
+pub struct NodeState {
+    /// The resources this node's configuration reads.
+    pub deps: Dependencies,
+    /// The translated Envoy resources and diagnostics.
+    pub config: Arc<ProxyConfig>,
+    /// The encoded snapshot served over xDS.
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// The reconciler's view, shared read-only with the API (status, proxy-config).
+#[derive(Default)]
+pub struct ReconcileState {
+    meshes: BTreeMap<String, MeshState>,
+    /// Store revision the state reflects.
+    pub revision: Revision,
+}
+
+#[derive(Default)]
+struct MeshState {
+    resources: BTreeMap<ResourceId, Resource>,
+    nodes: BTreeMap<String, NodeState>,
+}
+
+impl ReconcileState {
+    /// The state of one node, if it exists.
+    pub fn node(&self, mesh: &str, name: &str) -> Option<&NodeState> {
+        self.meshes.get(mesh)?.nodes.get(name)
+    }
+
+    /// Translation diagnostics for a node.
+    pub fn diagnostics(&self, mesh: &str, name: &str) -> Vec<Diagnostic> {
+        self.node(mesh, name)
+            .map(|n| n.config.diagnostics.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Handle to the shared state.
+pub type SharedState = Arc<RwLock<ReconcileState>>;
+
+/// Runs the reconcile loop until the future is dropped.
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    cache: SnapshotCache,
+    options: TranslateOptions,
+    state: SharedState,
+}
+
+impl Reconciler {
+    /// A reconciler feeding `cache` from `store`.
+    pub fn new(store: Arc<dyn Store>, cache: SnapshotCache, options: TranslateOptions) -> Self {
+        Reconciler {
+            store,
+            cache,
+            options,
+            state: SharedState::default(),
+        }
+    }
+
+    /// The shared state (for status and proxy-config endpoints).
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Loads everything, then follows the store forever (re-listing after a compaction or
+    /// a watch failure, with a short back-off).
+    pub async fn run(self) {
+        loop {
+            match self.sync_and_follow().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciler lost the store watch; re-listing");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn sync_and_follow(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let (resources, revision) = self.list_all().await?;
+        let mut by_mesh: BTreeMap<String, BTreeMap<ResourceId, Resource>> = BTreeMap::new();
+        for r in resources {
+            by_mesh
+                .entry(r.id.mesh.clone())
+                .or_default()
+                .insert(r.id.clone(), r);
+        }
+        let meshes: BTreeSet<String> = {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut names: BTreeSet<String> = st.meshes.keys().cloned().collect();
+            names.extend(by_mesh.keys().cloned());
+            for name in &names {
+                let entry = st.meshes.entry(name.clone()).or_default();
+                entry.resources = by_mesh.remove(name).unwrap_or_default();
+            }
+            st.revision = revision;
+            names
+        };
+        for mesh in &meshes {
+            self.recompute(mesh, None, started).await;
+        }
+        tracing::info!(
+            revision,
+            meshes = meshes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconciler synced"
+        );
+
+        let mut watch = self.store.watch(keys::APPMESH_PREFIX, revision).await?;
+        loop {
+            let Some(first) = watch.recv().await else {
+                return Err(StoreError::Unavailable("watch closed".into()));
+            };
+            let burst_start = Instant::now();
+            let mut events = vec![first?];
+            let deadline = burst_start + DEBOUNCE_MAX;
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = DEBOUNCE_QUIET.min(deadline - now);
+                match tokio::time::timeout(wait, watch.recv()).await {
+                    Ok(Some(ev)) => events.push(ev?),
+                    Ok(None) => return Err(StoreError::Unavailable("watch closed".into())),
+                    Err(_) => break,
+                }
+            }
+            let mut changed: BTreeMap<String, BTreeSet<ResourceId>> = BTreeMap::new();
+            {
+                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                for ev in events {
+                    st.revision = st.revision.max(ev.revision());
+                    match ev.kind {
+                        EventKind::Put => match keys::decode(&ev.kv.value) {
+                            Ok(r) => {
+                                changed
+                                    .entry(r.id.mesh.clone())
+                                    .or_default()
+                                    .insert(r.id.clone());
+                                st.meshes
+                                    .entry(r.id.mesh.clone())
+                                    .or_default()
+                                    .resources
+                                    .insert(r.id.clone(), r);
+                            }
+                            Err(e) => {
+                                tracing::error!(key = %ev.kv.key, error = %e, "undecodable record")
+                            }
+                        },
+                        EventKind::Delete => {
+                            // Deletes carry no value: find the resource by key.
+                            for (mesh, ms) in st.meshes.iter_mut() {
+                                let hit = ms
+                                    .resources
+                                    .keys()
+                                    .find(|id| keys::resource_key(id) == ev.kv.key)
+                                    .cloned();
+                                if let Some(id) = hit {
+                                    ms.resources.remove(&id);
+                                    changed.entry(mesh.clone()).or_default().insert(id);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (mesh, ids) in changed {
+                self.recompute(&mesh, Some(&ids), burst_start).await;
+            }
+        }
+    }
+
+    async fn list_all(&self) -> Result<(Vec<Resource>, Revision), StoreError> {
+        // Pages are consistent each; the revision of the first page is a safe watch start
+        // (later pages only add newer state, and the watch replays from the first revision).
+        let mut out = Vec::new();
+        let mut start: Option<String> = None;
+        let mut revision = None;
+        loop {
+            let page = self
+                .store
+                .list(keys::APPMESH_PREFIX, start.as_deref(), LIST_PAGE)
+                .await?;
+            revision.get_or_insert(page.revision);
+            for kv in &page.items {
+                match keys::decode(&kv.value) {
+                    Ok(r) => out.push(r),
+                    Err(e) => tracing::error!(key = %kv.key, error = %e, "undecodable record"),
+                }
+            }
+            if !page.more {
+                break;
+            }
+            start = page.items.last().map(|kv| kv.key.clone());
+        }
+        Ok((out, revision.unwrap_or(0)))
+    }
+
+    /// Recomputes the proxies of `mesh` affected by `changed` (all of them when `None`).
+    async fn recompute(
+        &self,
+        mesh: &str,
+        changed: Option<&BTreeSet<ResourceId>>,
+        written_at: Instant,
+    ) {
+        let (snap, targets, removed) = {
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let Some(ms) = st.meshes.get(mesh) else {
+                return;
+            };
+            let snap = MeshSnapshot::from_resources(mesh, ms.resources.values().cloned());
+            let mut targets = Vec::new();
+            for name in snap.virtual_nodes.keys() {
+                let affected = match (changed, ms.nodes.get(name)) {
+                    (None, _) | (_, None) => true,
+                    (Some(ids), Some(ns)) => ids.iter().any(|id| ns.deps.affected_by(id)),
+                };
+                if affected {
+                    targets.push(name.clone());
+                }
+            }
+            let removed: Vec<String> = ms
+                .nodes
+                .keys()
+                .filter(|n| !snap.virtual_nodes.contains_key(*n))
+                .cloned()
+                .collect();
+            (Arc::new(snap), targets, removed)
+        };
+        if targets.is_empty() && removed.is_empty() {
+            return;
+        }
+        let options = self.options.clone();
+        let mesh_name = mesh.to_owned();
+        // Translation is CPU work: keep it off the async workers.
+        let computed = tokio::task::spawn_blocking(move || {
+            targets
+                .into_iter()
+                .map(|name| {
+                    let node = NodeId {
+                        mesh: mesh_name.clone(),
+                        owner: None,
+                        kind: ProxyKind::VirtualNode,
+                        name: name.clone(),
+                    };
+                    let config = translate_node(&snap, &Endpoints::none(), &node, &options);
+                    let deps = dependencies(&snap, &node);
+                    let snapshot = build_snapshot(&config, written_at);
+                    (name, node, deps, config, snapshot)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let computed = match computed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, mesh, "translation task failed");
+                return;
+            }
+        };
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let ms = st.meshes.entry(mesh.to_owned()).or_default();
+        for name in removed {
+            ms.nodes.remove(&name);
+            let key = NodeKey::from(NodeId {
+                mesh: mesh.to_owned(),
+                owner: None,
+                kind: ProxyKind::VirtualNode,
+                name: name.clone(),
+            });
+            // Connected Envoys keep their last config; new ones get none.
+            self.cache.remove(&key);
+            tracing::info!(mesh, node = %name, "virtual node removed");
+        }
+        for (name, node, deps, config, snapshot) in computed {
+            let snapshot = match snapshot {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(mesh, node = %name, error = %e, "snapshot rejected; keeping the previous one");
+                    continue;
+                }
+            };
+            for d in &config.diagnostics {
+                tracing::debug!(mesh, node = %name, diagnostic = %d.message, "translation diagnostic");
+            }
+            let unchanged = ms
+                .nodes
+                .get(&name)
+                .is_some_and(|prev| same_versions(&prev.snapshot, &snapshot));
+            if !unchanged {
+                self.cache.set(NodeKey::from(node), snapshot.clone());
+                tracing::debug!(mesh, node = %name, "snapshot pushed");
+            }
+            let snapshot = if unchanged {
+                ms.nodes[&name].snapshot.clone()
+            } else {
+                snapshot
+            };
+            ms.nodes.insert(
+                name,
+                NodeState {
+                    deps,
+                    config: Arc::new(config),
+                    snapshot,
+                },
+            );
+        }
+    }
+}
+
+fn build_snapshot(config: &ProxyConfig, written_at: Instant) -> Result<Snapshot, String> {
+    let mut b = Snapshot::builder().created_at(written_at);
+    for (type_url, name, any) in config.resources() {
+        b = b.add_any(type_url, name, any);
+    }
+    b.build().map_err(|errs| format!("{errs:?}"))
+}
+
+fn same_versions(a: &Snapshot, b: &Snapshot) -> bool {
+    meshplane_xds::ResourceType::ALL
+        .iter()
+        .all(|t| a.version(*t) == b.version(*t))
+}
+
+/// The kinds that define proxies.
+pub fn is_proxy_kind(kind: ResourceKind) -> bool {
+    matches!(
+        kind,
+        ResourceKind::VirtualNode | ResourceKind::VirtualGateway
+    )
+}
