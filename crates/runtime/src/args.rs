@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{cli, serve};
+use crate::{cli, demo, envoy, serve, sidecar};
 
 /// meshplane: an App Mesh-compatible service-mesh control plane for Envoy.
 #[derive(Debug, Parser)]
@@ -19,6 +19,14 @@ pub struct Args {
 pub enum Command {
     /// Run the control plane: App Mesh REST API, xDS server and the embedded store.
     Serve(serve::ServeArgs),
+    /// Generate an Envoy bootstrap for a virtual node or gateway, or run Envoy with it.
+    #[command(subcommand)]
+    Envoy(envoy::EnvoyCommand),
+    /// Set up or remove transparent traffic interception (iptables) for a sidecar.
+    #[command(subcommand)]
+    Sidecar(sidecar::SidecarCommand),
+    /// Run a local demo mesh (colorapp) with real Envoys and a live traffic view.
+    Demo(demo::DemoArgs),
     #[command(flatten)]
     Cli(cli::CliCommand),
 }
@@ -28,6 +36,9 @@ impl Args {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Serve(a) => serve::run(a),
+            Command::Envoy(c) => c.run(),
+            Command::Sidecar(c) => c.run(),
+            Command::Demo(a) => demo::run(a),
             Command::Cli(c) => c.run(),
         }
     }

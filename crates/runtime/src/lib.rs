@@ -10,9 +10,12 @@
 
 pub mod args;
 pub mod cli;
+pub mod demo;
+pub mod envoy;
 pub mod observe;
 pub mod reconcile;
 pub mod serve;
+pub mod sidecar;
 
 use std::process::ExitCode;
 
