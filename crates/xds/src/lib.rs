@@ -40,6 +40,28 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Protocol behaviour (details in the `sotw` and `delta` module docs):
+//! - **Ordering**: per stream, CDS → EDS → LDS → RDS → SDS; in SotW a CDS that
+//!   adds and removes clusters is sent first as the union (new plus
+//!   about-to-be-removed, with its own version), and the exact set after RDS;
+//!   in delta, cluster removals are a separate CDS response after RDS.
+//! - **Warming**: after a CDS response with new or changed EDS clusters their
+//!   assignments are re-sent even if unchanged. EDS names the snapshot lacks
+//!   are answered with an empty assignment; RDS/SDS names are remembered and
+//!   sent when they appear.
+//! - **ACK/NACK**: detected by nonce and `error_detail`. A NACK is recorded
+//!   ([`TypeStatus::last_nack`], [`XdsEvent::Nacked`]), the acked version
+//!   stays at the last good one, and the rejected content is not re-sent until
+//!   the snapshot of that type (or, for named types, the subscription)
+//!   changes. Delta commits "proxy holds version V" only on ACK.
+//! - **Versions**: SotW `version_info` and delta `system_version_info` are
+//!   [`Snapshot::version`] of the type; delta per-resource versions are
+//!   [`Resource::version`]. All are content hashes.
+//! - **Stale nonces**: SotW ignores them; delta still applies their
+//!   subscription changes. The node is read from the first request only.
+//! - **Unknown nodes** wait with an open stream; a removed node's proxies keep
+//!   their last config.
+//!
 //! Architecture invariants:
 //! - One task per stream and one writer per stream: responses leave in the
 //!   order CDS → EDS → LDS → RDS → SDS, cluster removals last.

@@ -233,6 +233,13 @@ impl StatusRegistry {
         self.events.subscribe()
     }
 
+    /// Sends an event if anyone listens (no allocation otherwise).
+    fn emit(&self, event: XdsEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event);
+        }
+    }
+
     pub(crate) fn register(self: &Arc<Self>, info: StreamInfo) -> StreamStatus {
         let info = Arc::new(info);
         let slot = Arc::new(Slot {
@@ -243,7 +250,7 @@ impl StatusRegistry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(info.id, slot.clone());
-        let _ = self.events.send(XdsEvent::Connected(info));
+        self.emit(XdsEvent::Connected(info));
         StreamStatus {
             registry: self.clone(),
             slot,
@@ -297,7 +304,7 @@ impl StreamStatus {
             t.pushes += 1;
             t.bytes_sent += bytes as u64;
         });
-        let _ = self.registry.events.send(XdsEvent::Sent {
+        self.registry.emit(XdsEvent::Sent {
             stream: self.slot.info.clone(),
             ty,
             version: version.to_owned(),
@@ -322,7 +329,7 @@ impl StreamStatus {
             t.acks += 1;
         });
         let now = Instant::now();
-        let _ = self.registry.events.send(XdsEvent::Acked {
+        self.registry.emit(XdsEvent::Acked {
             stream: self.slot.info.clone(),
             ty,
             version: version.to_owned(),
@@ -337,7 +344,7 @@ impl StreamStatus {
             t.last_nack = Some(nack.clone());
             t.nacks += 1;
         });
-        let _ = self.registry.events.send(XdsEvent::Nacked {
+        self.registry.emit(XdsEvent::Nacked {
             stream: self.slot.info.clone(),
             ty,
             nack,
@@ -354,10 +361,8 @@ impl Drop for StreamStatus {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        let _ = self
-            .registry
-            .events
-            .send(XdsEvent::Disconnected(self.slot.info.clone()));
+        self.registry
+            .emit(XdsEvent::Disconnected(self.slot.info.clone()));
     }
 }
 
