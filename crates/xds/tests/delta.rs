@@ -358,3 +358,61 @@ async fn unacked_state_is_not_committed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_proxies_of_one_node_converge_on_one_snapshot() {
+    const N: usize = 40;
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a"], "one")));
+    let srv = TestServer::start(&cache).await;
+    let mut delta = Vec::new();
+    let mut sotw = Vec::new();
+    for i in 0..N {
+        if i % 2 == 0 {
+            let mut c = srv.delta(NODE).await;
+            c.subscribe(CDS, &[], &[]);
+            let r = c.recv().await;
+            c.ack(&r);
+            delta.push(c);
+        } else {
+            let mut c = srv.sotw(NODE).await;
+            c.subscribe(CDS, &[], "");
+            let r = c.recv().await;
+            c.ack(&r, &[]);
+            sotw.push(c);
+        }
+    }
+    assert_eq!(cache.watchers(&key()), N);
+    let s2 = snap(config(&["a", "b"], "one"));
+    cache.set(key(), s2.clone());
+    for c in &mut delta {
+        let r = c.recv().await;
+        assert_eq!(
+            delta_names(&r),
+            ["b"],
+            "delta proxies get only the new cluster"
+        );
+        c.ack(&r);
+    }
+    for c in &mut sotw {
+        let r = c.recv().await;
+        assert_eq!(r.version_info, s2.version(CDS));
+        c.ack(&r, &[]);
+    }
+    // Every stream reports the new version as accepted.
+    for _ in 0..500 {
+        let st = srv.server.node_status(&key());
+        let done = st.len() == N
+            && st.iter().all(|p| {
+                p.type_status(CDS).and_then(|t| t.acked_version.as_deref()) == Some(s2.version(CDS))
+            });
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "not all proxies acked: {:#?}",
+        srv.server.node_status(&key())
+    );
+}
