@@ -139,6 +139,8 @@ pub(crate) async fn run(
                 }
                 Err(error) => {
                     debug!(stream = ctx.id, node = %node, %error, "stream failed");
+                    // Tell the proxy why (e.g. a request over the size limit).
+                    let _ = tx.try_send(Err(error));
                     break;
                 }
             },

@@ -132,6 +132,8 @@ pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryReq
                 }
                 Err(error) => {
                     debug!(stream = ctx.id, node = %node, %error, "stream failed");
+                    // Tell the proxy why (e.g. a request over the size limit).
+                    let _ = tx.try_send(Err(error));
                     break;
                 }
             },

@@ -416,3 +416,27 @@ async fn many_proxies_of_one_node_converge_on_one_snapshot() {
         srv.server.node_status(&key())
     );
 }
+
+#[tokio::test]
+async fn reconnect_larger_than_tonic_default_limit_is_accepted() {
+    // tonic decodes at most 4 MiB by default; a delta reconnect listing many
+    // held resources is bigger. ~5.5 MiB of initial_resource_versions here.
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a"], "one")));
+    let srv = TestServer::start(&cache).await;
+    let mut c = srv.delta(NODE).await;
+    let names: Vec<String> = (0..60_000).map(|i| format!("{i:0>60}")).collect();
+    let initial: Vec<(&str, &str)> = names
+        .iter()
+        .map(|n| (n.as_str(), "0123456789abcdef0123456789abcdef"))
+        .collect();
+    c.subscribe(CDS, &[], &initial);
+    let r = c.recv().await;
+    assert_eq!(delta_names(&r), ["a"]);
+    let r = c.recv().await;
+    assert_eq!(
+        r.removed_resources.len(),
+        60_000,
+        "held clusters not in the snapshot are removed"
+    );
+}
