@@ -20,7 +20,9 @@ pub enum ClientError {
         error: ApiError,
     },
     /// Connecting, sending or receiving failed (server down, timeout, reset...).
-    #[error("cannot reach the API: {0}")]
+    /// `Display` is only `cannot reach the API`; the cause is the error's `source()`
+    /// chain (print it with `{:#}` in anyhow, or walk `source()`).
+    #[error("cannot reach the API")]
     Transport(#[source] reqwest::Error),
     /// A 2xx response whose body is not the expected shape.
     #[error("unexpected {what} in the response: {message}")]
