@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{cli, demo, envoy, serve, sidecar};
+use crate::{cli, demo, envoy, proxy, serve, sidecar};
 
 /// meshplane: an App Mesh-compatible service-mesh control plane for Envoy.
 #[derive(Debug, Parser)]
@@ -25,6 +25,10 @@ pub enum Command {
     /// Set up or remove transparent traffic interception (iptables) for a sidecar.
     #[command(subcommand)]
     Sidecar(sidecar::SidecarCommand),
+    /// Show every connected Envoy and, per xDS type, whether it accepted what was sent.
+    ProxyStatus(proxy::ProxyStatusArgs),
+    /// Print the Envoy resources meshplane serves to a node (YAML or JSON).
+    ProxyConfig(proxy::ProxyConfigArgs),
     /// Run a local demo mesh (colorapp) with real Envoys and a live traffic view.
     Demo(demo::DemoArgs),
     #[command(flatten)]
@@ -39,6 +43,8 @@ impl Args {
             Command::Envoy(c) => c.run(),
             Command::Sidecar(c) => c.run(),
             Command::Demo(a) => demo::run(a),
+            Command::ProxyStatus(a) => proxy::status(a),
+            Command::ProxyConfig(a) => proxy::config(a),
             Command::Cli(c) => c.run(),
         }
     }

@@ -114,6 +114,7 @@ struct OpsState {
     store: Arc<dyn Store>,
     registry: Arc<Mutex<Registry>>,
     xds: XdsServer,
+    state: crate::reconcile::SharedState,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -166,6 +167,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
         store: store.clone(),
         registry: Arc::new(Mutex::new(registry)),
         xds: xds.clone(),
+        state: state.clone(),
     };
 
     let app: Router = meshplane_rest::router(service, api_metrics).merge(
@@ -173,6 +175,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route("/meshplane/v1/proxy-status", get(proxy_status))
+            .route("/meshplane/v1/proxy-config", get(proxy_config))
             .with_state(ops),
     );
 
@@ -243,6 +246,65 @@ async fn healthz(State(st): State<OpsState>) -> impl IntoResponse {
 async fn proxy_status(State(st): State<OpsState>) -> impl IntoResponse {
     let proxies: Vec<serde_json::Value> = st.xds.status().iter().map(proxy_status_json).collect();
     axum::Json(json!({ "proxies": proxies }))
+}
+
+#[derive(serde::Deserialize)]
+struct ProxyConfigQuery {
+    node: String,
+}
+
+/// The Envoy resources meshplane serves to a node, as proto3 JSON, with the translation
+/// diagnostics and the per-type versions.
+async fn proxy_config(
+    State(st): State<OpsState>,
+    axum::extract::Query(q): axum::extract::Query<ProxyConfigQuery>,
+) -> axum::response::Response {
+    let node = match meshplane_model::NodeId::parse(&q.node) {
+        Ok(n) => n,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"message": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    let found = st
+        .state
+        .read()
+        .ok()
+        .and_then(|s| s.node(&node.mesh, &node.name).cloned());
+    let Some(ns) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": format!("no configuration for {node}: the virtual node does not exist (virtual gateways are not translated yet)")})),
+        )
+            .into_response();
+    };
+    let mut resources = serde_json::Map::new();
+    for (type_url, name, any) in ns.config.resources() {
+        let short = meshplane_xds::ResourceType::from_type_url(type_url)
+            .map_or("other", |t| t.short_name());
+        let rendered = crate::envoy_json::any_to_json(&any).unwrap_or_else(|e| json!({"error": e}));
+        let entry = resources
+            .entry(short.to_owned())
+            .or_insert_with(|| json!({}));
+        if let Some(o) = entry.as_object_mut() {
+            o.insert(name.to_owned(), rendered);
+        }
+    }
+    let versions: serde_json::Map<String, serde_json::Value> = meshplane_xds::ResourceType::ALL
+        .iter()
+        .map(|t| (t.short_name().to_owned(), json!(ns.snapshot.version(*t))))
+        .collect();
+    let diagnostics: Vec<serde_json::Value> = ns
+        .config
+        .diagnostics
+        .iter()
+        .map(|d| json!({"severity": format!("{:?}", d.severity).to_lowercase(), "message": d.message}))
+        .collect();
+    axum::Json(json!({"node": node.to_string(), "versions": versions, "diagnostics": diagnostics, "resources": resources}))
+        .into_response()
 }
 
 async fn metrics(State(st): State<OpsState>) -> impl IntoResponse {
