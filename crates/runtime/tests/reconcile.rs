@@ -66,10 +66,10 @@ impl Env {
         cond: impl Fn(&Snapshot) -> bool,
     ) -> Arc<Snapshot> {
         for _ in 0..200 {
-            if let Some(s) = self.snap(node) {
-                if cond(&s) {
-                    return s;
-                }
+            if let Some(s) = self.snap(node)
+                && cond(&s)
+            {
+                return s;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
