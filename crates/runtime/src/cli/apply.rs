@@ -6,8 +6,9 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use meshplane_api::spec_to_json;
+use meshplane_api::{ApiError, name_fields, spec_to_json};
 use meshplane_client::{Client, ClientError};
+use meshplane_model::validate::{self, Violations};
 use meshplane_model::{ResourceId, Tag};
 use serde_json::Value;
 
@@ -158,6 +159,15 @@ pub async fn apply(client: &Client, files: &[String], dry_run: bool) -> anyhow::
 /// Reconciles one document: create when absent, update when the parsed spec differs,
 /// add missing or different tags; nothing is written under `dry_run`.
 async fn apply_one(client: &Client, doc: &Document, dry_run: bool) -> Result<Outcome, ClientError> {
+    if dry_run {
+        // Nothing is sent, so check locally what the server would reject (field rules
+        // only; references are checked by the server). A real apply leaves validation
+        // to the server: it is the authority, and may be newer than this CLI.
+        preflight(doc).map_err(|v| ClientError::Api {
+            status: 400,
+            error: ApiError::from(v),
+        })?;
+    }
     let Some(existing) = client.get(&doc.id).await? else {
         if !dry_run {
             client.create(&doc.id, &doc.spec, &doc.tags).await?;
@@ -204,6 +214,30 @@ async fn apply_one(client: &Client, doc: &Document, dry_run: bool) -> Result<Out
         }
     }
     Ok(Outcome::Configured(diff))
+}
+
+/// The model's validation of a document's name, spec and tags: every violation, with
+/// paths as the server reports them.
+fn preflight(doc: &Document) -> Result<(), Violations> {
+    let name_field = name_fields(doc.id.kind)
+        .last()
+        .copied()
+        .unwrap_or("meshName");
+    let mut all = Vec::new();
+    for r in [
+        validate::validate_name(name_field, &doc.id.name),
+        validate::validate_spec(&doc.spec),
+        validate::validate_tags(&doc.tags),
+    ] {
+        if let Err(v) = r {
+            all.extend(v.0);
+        }
+    }
+    if all.is_empty() {
+        Ok(())
+    } else {
+        Err(Violations(all))
+    }
 }
 
 /// `delete KIND NAME` and `delete -f`.

@@ -138,6 +138,20 @@ fn split_values(text: &str) -> Result<Vec<Value>, String> {
 const KIND_NAMES: &str =
     "Mesh, VirtualNode, VirtualService, VirtualRouter, Route, VirtualGateway, GatewayRoute";
 
+/// Parses a kind loosely (`VirtualNode`, `virtualNode`, `virtual-node`, `virtualnodes`)
+/// or by its short name (`vn`, `vs`, `vr`, `vg`, `gr`).
+pub fn kind_from_str(s: &str) -> Option<ResourceKind> {
+    // The short names first: `parse_loose` strips a plural `s` and would read `vs` as `v`.
+    match s.to_ascii_lowercase().as_str() {
+        "vn" => Some(ResourceKind::VirtualNode),
+        "vs" => Some(ResourceKind::VirtualService),
+        "vr" => Some(ResourceKind::VirtualRouter),
+        "vg" => Some(ResourceKind::VirtualGateway),
+        "gr" => Some(ResourceKind::GatewayRoute),
+        _ => ResourceKind::parse_loose(s),
+    }
+}
+
 /// Reads one document in any of the three forms.
 pub fn document_from_value(v: &Value) -> Result<(ResourceId, Spec, Vec<Tag>), String> {
     let obj = v
@@ -232,7 +246,7 @@ fn native(obj: &Map<String, Value>) -> Result<(ResourceId, Spec, Vec<Tag>), Stri
         .get("kind")
         .and_then(Value::as_str)
         .ok_or("kind: must be a string")?;
-    let kind = ResourceKind::parse_loose(kind_str)
+    let kind = kind_from_str(kind_str)
         .ok_or_else(|| format!("kind: unknown kind `{kind_str}`, expected one of {KIND_NAMES}"))?;
     let parent_field = match kind {
         ResourceKind::Route => Some("virtualRouter"),

@@ -211,7 +211,7 @@ fn client(c: &ConnectArgs) -> anyhow::Result<Client> {
 
 /// Parses a kind as typed on the command line.
 pub fn parse_kind(s: &str) -> anyhow::Result<ResourceKind> {
-    ResourceKind::parse_loose(s).with_context(|| {
+    document::kind_from_str(s).with_context(|| {
         format!(
             "unknown kind `{s}`; expected one of mesh, virtualnode (vn), virtualservice (vs), \
              virtualrouter (vr), route, virtualgateway (vg), gatewayroute (gr)"
@@ -384,6 +384,31 @@ mod tests {
             ResourceId::grandchild(ResourceKind::Route, "m", "r", "rt")
         );
         assert!(resolve_id(ResourceKind::VirtualNode, "n", &sel(Some("m"), Some("r"))).is_err());
-        assert!(parse_kind("virtualnodes").is_ok() && parse_kind("bogus").is_err());
+        assert!(parse_kind("bogus").is_err());
+        let kinds: Vec<ResourceKind> = [
+            "meshes",
+            "virtualnodes",
+            "vs",
+            "VR",
+            "routes",
+            "virtual-gateway",
+            "gr",
+        ]
+        .iter()
+        .map(|k| parse_kind(k).unwrap())
+        .collect();
+        use ResourceKind::*;
+        assert_eq!(
+            kinds,
+            [
+                Mesh,
+                VirtualNode,
+                VirtualService,
+                VirtualRouter,
+                Route,
+                VirtualGateway,
+                GatewayRoute
+            ]
+        );
     }
 }
