@@ -313,3 +313,38 @@ fn a_failed_document_skips_its_dependents_but_not_independent_ones() {
         "{stderr}"
     );
 }
+
+#[test]
+fn lists_follow_pagination_past_one_page() {
+    let server = Server::start();
+    // 130 nodes: more than the 100 items of one page.
+    let mut docs = vec![serde_json::json!({"kind": "Mesh", "name": "big"})];
+    for i in 0..130 {
+        docs.push(serde_json::json!({"kind": "VirtualNode", "mesh": "big", "name": format!("n {i:03}"), "spec": {}}));
+    }
+    let docs = serde_json::to_string(&docs).unwrap();
+    assert_all(&server.ok(&["apply", "-f", "-"], &docs), "created", 131);
+    let nodes: Value =
+        serde_json::from_str(&server.ok(&["get", "vn", "--mesh", "big", "-o", "json"], ""))
+            .unwrap();
+    let mut names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["virtualNodeName"].as_str().unwrap())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 130);
+    let exported = server.ok(&["export", "--mesh", "big"], "");
+    assert_all(
+        &server.ok(&["apply", "-f", "-"], &exported),
+        "unchanged",
+        131,
+    );
+    assert_all(
+        &server.ok(&["delete", "-f", "-"], &exported),
+        "deleted",
+        131,
+    );
+}

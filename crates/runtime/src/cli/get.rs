@@ -136,7 +136,13 @@ pub async fn get(client: &Client, a: &GetArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         GetFormat::Table => {
             if items.is_empty() {
-                eprintln!("no {} found", list_subject(kind, &a.selector));
+                let k = meshplane_api::list_key(kind).to_ascii_lowercase();
+                match (&a.selector.mesh, kind) {
+                    (Some(m), k2) if k2 != ResourceKind::Mesh => {
+                        eprintln!("no {k} found in mesh {m}")
+                    }
+                    _ => eprintln!("no {k} found"),
+                }
             } else {
                 print!("{}", table(kind, &items, now_ms()));
             }
