@@ -348,3 +348,66 @@ fn lists_follow_pagination_past_one_page() {
         131,
     );
 }
+
+const GATEWAY: &str = "kind: VirtualGateway\nmesh: colorapp\nname: ingress\n\
+    spec: {listeners: [{portMapping: {port: 9080, protocol: http}}]}\n\
+    tags: [{key: tier, value: edge}]\n---\n\
+    kind: GatewayRoute\nmesh: colorapp\nvirtualGateway: ingress\nname: to-color\n\
+    spec: {httpRoute: {match: {prefix: /color}, action: {target: {virtualService: {virtualServiceName: color.colorapp.local}}}}}\n";
+
+#[test]
+fn gateways_and_tags_round_trip_through_export() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(example(), dir.path().join("a-colorapp.yaml")).unwrap();
+    std::fs::write(dir.path().join("b-gateway.yml"), GATEWAY).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a document").unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+
+    let created = server.ok(&["apply", "-f", dir_arg], "");
+    assert_all(&created, "created", 10);
+    assert!(
+        created
+            .ends_with("virtualgateway/ingress created\ngatewayroute/ingress/to-color created\n"),
+        "{created}"
+    );
+    assert_all(&server.ok(&["apply", "-f", dir_arg], ""), "unchanged", 10);
+    let exported = server.ok(&["export", "--mesh", "colorapp"], "");
+    assert!(
+        exported.contains("virtualGateway: ingress") && exported.contains("tier: edge"),
+        "{exported}"
+    );
+    assert_all(
+        &server.ok(&["apply", "-f", "-"], &exported),
+        "unchanged",
+        10,
+    );
+
+    // A changed tag value is shown by diff and then set by apply.
+    let retagged = GATEWAY.replace("value: edge", "value: core");
+    let diff = server.ok(&["diff", "-f", "-"], &retagged);
+    assert!(
+        diff.contains(
+            "virtualgateway/ingress configured (dry run)\n    ~ tags.tier: \"edge\" -> \"core\"\n"
+        ),
+        "{diff}"
+    );
+    assert!(
+        server
+            .ok(&["apply", "-f", "-"], &retagged)
+            .starts_with("virtualgateway/ingress configured\n")
+    );
+    let described = server.ok(&["describe", "vg", "ingress", "--mesh", "colorapp"], "");
+    assert!(
+        described.contains("- key: tier\n  value: core"),
+        "{described}"
+    );
+
+    let deleted = server.ok(&["delete", "-f", dir_arg], "");
+    assert_all(&deleted, "deleted", 10);
+    assert!(
+        deleted
+            .starts_with("gatewayroute/ingress/to-color deleted\nvirtualgateway/ingress deleted\n"),
+        "{deleted}"
+    );
+}

@@ -184,21 +184,18 @@ async fn apply_one(client: &Client, doc: &Document, dry_run: bool) -> Result<Out
         );
     }
     // Tags are additive: keys on the server that the document does not mention are kept.
-    let missing: Vec<Tag> = if doc.tags.is_empty() {
-        Vec::new()
-    } else {
+    let mut missing: Vec<Tag> = Vec::new();
+    if !doc.tags.is_empty() {
         let current = client.list_tags(&existing.metadata.arn).await?;
-        doc.tags
-            .iter()
-            .filter(|t| !current.contains(t))
-            .cloned()
-            .collect()
-    };
-    for t in &missing {
-        diff.push(DiffLine::Added(
-            format!("tags.{}", t.key),
-            Value::String(t.value.clone()).to_string(),
-        ));
+        for t in doc.tags.iter().filter(|t| !current.contains(t)) {
+            let quoted = |v: &str| Value::String(v.to_owned()).to_string();
+            let path = format!("tags.{}", t.key);
+            diff.push(match current.iter().find(|c| c.key == t.key) {
+                Some(old) => DiffLine::Changed(path, quoted(&old.value), quoted(&t.value)),
+                None => DiffLine::Added(path, quoted(&t.value)),
+            });
+            missing.push(t.clone());
+        }
     }
     if !spec_changed && missing.is_empty() {
         return Ok(Outcome::Unchanged);
