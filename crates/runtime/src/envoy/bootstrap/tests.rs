@@ -1,0 +1,162 @@
+//! Bootstrap resolution and rendering tests (real-Envoy validation is in `tests/envoy_bootstrap.rs`).
+
+use super::*;
+use crate::envoy::env::EnvMap;
+
+fn resolve(pairs: &[(&str, &str)]) -> anyhow::Result<BootstrapConfig> {
+    BootstrapConfig::resolve_with(
+        &BootstrapArgs::default(),
+        &EnvMap::from_pairs(pairs.iter().copied()),
+        &|p| std::fs::read_to_string(p),
+    )
+}
+
+#[test]
+fn defaults_follow_app_mesh() {
+    let c = resolve(&[("APPMESH_RESOURCE_ARN", "mesh/colorapp/virtualNode/front")]).unwrap();
+    assert_eq!(c.node_id, "mesh/colorapp/virtualNode/front");
+    assert_eq!(c.cluster, c.node_id);
+    assert_eq!((c.xds_host.as_str(), c.xds_port), ("127.0.0.1", 7081));
+    assert_eq!(c.xds_api, XdsApi::Delta);
+    assert_eq!(
+        (c.admin_address.as_str(), c.admin_port),
+        ("127.0.0.1", 9901)
+    );
+    assert_eq!(c.admin_access_log, "/tmp/envoy_admin_access.log");
+    assert_eq!(c.initial_fetch_timeout_s, 0);
+    let v = c.to_value();
+    assert_eq!(
+        v["dynamic_resources"]["ads_config"]["api_type"],
+        "DELTA_GRPC"
+    );
+    assert_eq!(
+        v["dynamic_resources"]["ads_config"]["set_node_on_first_message_only"],
+        true
+    );
+    assert_eq!(
+        v["dynamic_resources"]["cds_config"]["initial_fetch_timeout"],
+        "0s"
+    );
+    let xds = &v["static_resources"]["clusters"][0];
+    assert_eq!(xds["name"], XDS_CLUSTER);
+    let h2 = &xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        ["explicit_http_config"]["http2_protocol_options"];
+    assert_eq!(h2["connection_keepalive"]["interval"], "10s");
+    assert_eq!(v["node"]["metadata"]["meshplane.mesh"], "colorapp");
+}
+
+#[test]
+fn node_id_fallbacks_and_forms() {
+    let c = resolve(&[("APPMESH_VIRTUAL_NODE_NAME", "mesh/m/virtualGateway/gw")]).unwrap();
+    assert_eq!(c.node.kind, meshplane_model::ProxyKind::VirtualGateway);
+    let c = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m@111122223333/virtualNode/n"),
+        ("APPMESH_VIRTUAL_NODE_NAME", "mesh/other/virtualNode/x"),
+    ])
+    .unwrap();
+    assert_eq!(c.node.owner.as_deref(), Some("111122223333"));
+    let arn = "arn:aws:appmesh:us-east-1:111122223333:mesh/m/virtualNode/n";
+    let c = resolve(&[("APPMESH_RESOURCE_ARN", arn)]).unwrap();
+    assert_eq!(c.node_id, arn);
+    assert_eq!(c.node.name, "n");
+    let e = resolve(&[("APPMESH_RESOURCE_ARN", "mesh/m/virtualRouter/r")]).unwrap_err();
+    assert!(e.to_string().contains("APPMESH_RESOURCE_ARN"), "{e}");
+    let e = resolve(&[]).unwrap_err();
+    assert!(e.to_string().contains("--node-id"), "{e}");
+}
+
+#[test]
+fn flags_override_variables() {
+    let args = BootstrapArgs {
+        node_id: Some("mesh/a/virtualNode/b".into()),
+        cluster: Some("c".into()),
+        xds_address: Some("[::1]:9000".into()),
+        xds_api: Some("sotw".into()),
+        admin_port: Some(19000),
+        admin_address: Some("0.0.0.0".into()),
+    };
+    let env = EnvMap::from_pairs([
+        ("APPMESH_RESOURCE_ARN", "mesh/x/virtualNode/y"),
+        ("APPMESH_XDS_ENDPOINT", "10.0.0.1:1"),
+        ("ENVOY_ADMIN_ACCESS_PORT", "1"),
+    ]);
+    let c = BootstrapConfig::resolve(&args, &env).unwrap();
+    assert_eq!(c.node_id, "mesh/a/virtualNode/b");
+    assert_eq!(c.cluster, "c");
+    assert_eq!((c.xds_host.as_str(), c.xds_port), ("::1", 9000));
+    assert_eq!(c.xds_api, XdsApi::Sotw);
+    assert_eq!((c.admin_address.as_str(), c.admin_port), ("0.0.0.0", 19000));
+}
+
+#[test]
+fn every_bad_value_is_reported_with_its_variable() {
+    let e = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+        ("APPMESH_XDS_ENDPOINT", "nohost"),
+        ("ENVOY_ADMIN_ACCESS_PORT", "99999"),
+        ("ENVOY_ADMIN_ACCESS_ENABLE_IPV6", "yes"),
+        ("ENVOY_LOG_LEVEL", "loud"),
+        ("ENVOY_INITIAL_FETCH_TIMEOUT", "-1"),
+        ("ENVOY_CONCURRENCY", "zero"),
+        ("ENABLE_ENVOY_STATS_TAGS", "2"),
+        ("ENABLE_ENVOY_DOG_STATSD", "1"),
+        ("STATSD_PORT", "0"),
+        ("STATSD_ADDRESS", "bad host"),
+        ("ENVOY_STATS_FLUSH_INTERVAL", "10h"),
+        ("ENABLE_ENVOY_JAEGER_TRACING", "1"),
+        ("JAEGER_TRACER_VERSION", "THRIFT"),
+        ("JAEGER_TRACER_PORT", "x"),
+        (
+            "ENVOY_STATS_CONFIG_FILE",
+            "/nonexistent/meshplane-stats.yaml",
+        ),
+        ("APPMESH_SDS_SOCKET_PATH", "relative.sock"),
+        ("MESHPLANE_XDS_API", "rest"),
+    ])
+    .unwrap_err()
+    .to_string();
+    for var in [
+        "APPMESH_XDS_ENDPOINT",
+        "ENVOY_ADMIN_ACCESS_PORT",
+        "ENVOY_ADMIN_ACCESS_ENABLE_IPV6",
+        "ENVOY_LOG_LEVEL",
+        "ENVOY_INITIAL_FETCH_TIMEOUT",
+        "ENVOY_CONCURRENCY",
+        "ENABLE_ENVOY_STATS_TAGS",
+        "STATSD_PORT",
+        "STATSD_ADDRESS",
+        "ENVOY_STATS_FLUSH_INTERVAL",
+        "JAEGER_TRACER_VERSION",
+        "JAEGER_TRACER_PORT",
+        "ENVOY_STATS_CONFIG_FILE",
+        "APPMESH_SDS_SOCKET_PATH",
+        "MESHPLANE_XDS_API",
+    ] {
+        assert!(e.contains(var), "{var} missing from: {e}");
+    }
+}
+
+#[test]
+fn only_one_tracer() {
+    let e = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+        ("ENABLE_ENVOY_JAEGER_TRACING", "1"),
+        ("ENABLE_ENVOY_OPENTELEMETRY_TRACING", "1"),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("only one tracer"), "{e}");
+    let e = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+        ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("ENABLE_ENVOY_XRAY_TRACING"), "{e}");
+}
+
+#[test]
+fn render_is_yaml_of_the_value() {
+    let c = resolve(&[("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n")]).unwrap();
+    let text = render(&c);
+    let back: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(back, c.to_value());
+}
