@@ -20,6 +20,10 @@
 //! Under `ALLOW_ALL` every HTTP route configuration gets a last `*` virtual host and the
 //! listener a default filter chain, both to the `ORIGINAL_DST` pass-through cluster.
 //!
+//! Explicit mode ([`crate::TranslateOptions::listen_address`]): the listener binds that
+//! address, and also each egress destination port on it (`additional_addresses`), so an
+//! application without iptables reaches a port's filter chain by calling that port.
+//!
 //! Client policy TLS (a backend's own `clientPolicy`, else `backendDefaults`) is not
 //! translated yet: a backend whose policy enforces TLS is withheld (fail closed) with a
 //! diagnostic, never reached in plaintext.
@@ -31,7 +35,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    AdditionalAddress, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteConfiguration, RouteMatch, VirtualHost, route_match,
 };
@@ -630,9 +636,22 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
         return;
     }
     let port = ctx.opts.egress_port;
+    // Explicit mode: also listen on each destination port, so the chains match directly.
+    let additional_addresses = match ctx.opts.listen_address {
+        Some(_) => chains
+            .keys()
+            .filter(|p| **p != port)
+            .map(|p| AdditionalAddress {
+                address: Some(listen_address(ctx, *p)),
+                ..Default::default()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let listener = Listener {
         name: names::egress_listener(port),
         address: Some(listen_address(ctx, port)),
+        additional_addresses,
         filter_chains: chains.into_values().collect(),
         default_filter_chain,
         listener_filters: vec![original_dst()],

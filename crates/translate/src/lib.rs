@@ -120,6 +120,14 @@ pub struct TranslateOptions {
     /// Number of retries of the default retry policy applied to HTTP/gRPC routes that
     /// declare none (App Mesh: 2). `None` disables the default policy.
     pub default_max_retries: Option<u32>,
+    /// Explicit (non-intercepted) mode for proxies that share a host: bind the ingress and
+    /// egress listeners to this address instead of `0.0.0.0`/`::`, and bind the egress
+    /// listener on every egress destination port of that address too
+    /// (`Listener.additional_addresses`), so an application can call
+    /// `http://<address>:<backend port>/` with the virtual service as `Host` and hit the
+    /// filter chain of that port without iptables. Listener names do not change. `None`
+    /// (the default) is App Mesh's behaviour.
+    pub listen_address: Option<std::net::IpAddr>,
 }
 
 impl Default for TranslateOptions {
@@ -129,6 +137,7 @@ impl Default for TranslateOptions {
             egress_port: 15001,
             default_route_timeout_ms: 15_000,
             default_max_retries: Some(2),
+            listen_address: None,
         }
     }
 }

@@ -29,12 +29,17 @@ use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb, route
 pub(crate) const INGRESS_STAT_PREFIX: &str = "ingress";
 
 /// The listener address: `0.0.0.0`, or `::` with `ipv4_compat` when an IP preference is set
-/// on the node or the mesh (App Mesh's behaviour).
+/// on the node or the mesh (App Mesh's behaviour); [`TranslateOptions::listen_address`]
+/// when set (explicit mode).
+///
+/// [`TranslateOptions::listen_address`]: crate::TranslateOptions::listen_address
 pub(crate) fn listen_address(
     ctx: &Ctx<'_>,
     port: u32,
 ) -> envoy_types::pb::envoy::config::core::v3::Address {
-    if ctx.ip_preference_of(ctx.node).is_some() {
+    if let Some(ip) = ctx.opts.listen_address {
+        pb::socket(&ip.to_string(), port, false)
+    } else if ctx.ip_preference_of(ctx.node).is_some() {
         pb::socket("::", port, true)
     } else {
         pb::socket("0.0.0.0", port, false)
