@@ -381,3 +381,55 @@ fn endpoints_must_be_http_urls_with_a_host() {
         );
     }
 }
+
+#[tokio::test]
+async fn mesh_owner_is_sent_only_where_the_operation_takes_it() {
+    let mesh_data = json!({
+        "meshName": "m", "spec": {}, "metadata": metadata("mesh/m", 1), "status": {"status": "ACTIVE"},
+    })
+    .to_string();
+    let (client, script) = serve(vec![
+        (200, None, mesh_data.clone()),
+        (200, None, mesh_data.clone()),
+        (200, None, json!({"meshes": []}).to_string()),
+        (200, None, node_data("m", "n", 1)),
+        (200, None, json!({"virtualNodes": []}).to_string()),
+    ])
+    .await;
+    let client = client.with_mesh_owner("111122223333");
+    let mesh_spec = meshplane_api::parse_spec(ResourceKind::Mesh, json!({})).unwrap();
+    client
+        .create(&ResourceId::mesh("m"), &mesh_spec, &[])
+        .await
+        .unwrap();
+    client.describe(&ResourceId::mesh("m")).await.unwrap();
+    client
+        .list_page(&Collection::meshes(), None, None)
+        .await
+        .unwrap();
+    client
+        .describe(&ResourceId::child(ResourceKind::VirtualNode, "m", "n"))
+        .await
+        .unwrap();
+    client
+        .list_page(
+            &Collection::in_mesh(ResourceKind::VirtualNode, "m"),
+            Some(5),
+            None,
+        )
+        .await
+        .unwrap();
+    let uris: Vec<String> = script.seen().into_iter().map(|s| s.uri).collect();
+    assert_eq!(
+        uris,
+        [
+            "/v20190125/meshes",
+            "/v20190125/meshes/m?meshOwner=111122223333",
+            "/v20190125/meshes",
+            "/v20190125/meshes/m/virtualNodes/n?meshOwner=111122223333",
+            "/v20190125/meshes/m/virtualNodes?meshOwner=111122223333&limit=5",
+        ]
+    );
+    let create: Value = serde_json::from_str(&script.seen()[0].body).unwrap();
+    assert_eq!(create, json!({"meshName": "m", "spec": {}}));
+}
