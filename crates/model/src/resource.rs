@@ -65,19 +65,33 @@ impl ResourceKind {
             .filter(|c| c.is_ascii_alphanumeric())
             .map(|c| c.to_ascii_lowercase())
             .collect();
-        let k = k
-            .strip_suffix('s')
-            .filter(|k| !k.is_empty() && *k != "mesh")
-            .unwrap_or(&k);
-        let k = if k == "meshe" { "mesh" } else { k };
+        // Short names first: stripping a plural `s` would turn `vs` into `v`.
+        let short = match k.as_str() {
+            "vn" => Some(ResourceKind::VirtualNode),
+            "vs" => Some(ResourceKind::VirtualService),
+            "vr" => Some(ResourceKind::VirtualRouter),
+            "vg" => Some(ResourceKind::VirtualGateway),
+            "gr" => Some(ResourceKind::GatewayRoute),
+            _ => None,
+        };
+        if short.is_some() {
+            return short;
+        }
+        let k = match k.as_str() {
+            "meshes" => "mesh",
+            other => other
+                .strip_suffix('s')
+                .filter(|k| !k.is_empty())
+                .unwrap_or(other),
+        };
         Some(match k {
             "mesh" => ResourceKind::Mesh,
-            "virtualnode" | "vn" | "node" => ResourceKind::VirtualNode,
-            "virtualservice" | "vs" | "service" => ResourceKind::VirtualService,
-            "virtualrouter" | "vr" | "router" => ResourceKind::VirtualRouter,
+            "virtualnode" | "node" => ResourceKind::VirtualNode,
+            "virtualservice" | "service" => ResourceKind::VirtualService,
+            "virtualrouter" | "router" => ResourceKind::VirtualRouter,
             "route" => ResourceKind::Route,
-            "virtualgateway" | "vg" | "gateway" => ResourceKind::VirtualGateway,
-            "gatewayroute" | "gr" => ResourceKind::GatewayRoute,
+            "virtualgateway" | "gateway" => ResourceKind::VirtualGateway,
+            "gatewayroute" => ResourceKind::GatewayRoute,
             _ => return None,
         })
     }
@@ -253,4 +267,32 @@ pub struct Resource {
     #[serde(default)]
     pub tags: Vec<Tag>,
     pub status: Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loose_kind_names_parse() {
+        let cases = [
+            ("vs", ResourceKind::VirtualService),
+            ("VS", ResourceKind::VirtualService),
+            ("virtual-services", ResourceKind::VirtualService),
+            ("vn", ResourceKind::VirtualNode),
+            ("virtualNodes", ResourceKind::VirtualNode),
+            ("meshes", ResourceKind::Mesh),
+            ("mesh", ResourceKind::Mesh),
+            ("routes", ResourceKind::Route),
+            ("gr", ResourceKind::GatewayRoute),
+            ("gatewayRoutes", ResourceKind::GatewayRoute),
+            ("vg", ResourceKind::VirtualGateway),
+            ("vr", ResourceKind::VirtualRouter),
+        ];
+        for (s, k) in cases {
+            assert_eq!(ResourceKind::parse_loose(s), Some(k), "{s}");
+        }
+        assert_eq!(ResourceKind::parse_loose("v"), None);
+        assert_eq!(ResourceKind::parse_loose("s"), None);
+    }
 }
