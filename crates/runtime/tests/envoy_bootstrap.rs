@@ -249,6 +249,8 @@ fn every_variable_is_rendered_and_accepted_by_envoy() {
                 ("ENVOY_STATS_SINKS_CFG_FILE", &sinks_path),
                 ("APPMESH_SDS_SOCKET_PATH", "/run/spire/sockets/agent.sock"),
                 ("APPMESH_PLATFORM_K8S_POD_UID", "abc-123"),
+                ("ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH", "/dev/stdout"),
+                ("ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH", "/dev/stdout"),
             ],
             |v| {
                 let tags = v["stats_config"]["stats_tags"].as_array().unwrap();
@@ -265,6 +267,10 @@ fn every_variable_is_rendered_and_accepted_by_envoy() {
                 assert_eq!(
                     v["node"]["metadata"]["aws.appmesh.platformInfo"]["k8sPodUid"],
                     "abc-123"
+                );
+                assert_eq!(
+                    v["cluster_manager"]["outlier_detection"]["event_log_path"],
+                    "/dev/stdout"
                 );
             },
         ),

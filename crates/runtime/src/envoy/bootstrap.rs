@@ -123,7 +123,9 @@ pub struct BootstrapConfig {
     /// Parsed `ENVOY_RESOURCES_CONFIG_FILE` (extra static resources).
     pub extra_resources: Option<Value>,
     pub sds_socket_path: Option<String>,
-    pub outlier_event_log: String,
+    /// `ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH`. Unlike App Mesh (default `/dev/stdout`) it is
+    /// off unless set: Envoy running as the proxy uid cannot reopen a stdout owned by root.
+    pub outlier_event_log: Option<String>,
     /// `aws.appmesh.platformInfo` node metadata.
     pub platform_info: serde_json::Map<String, Value>,
 }
@@ -380,9 +382,7 @@ impl BootstrapConfig {
                 "APPMESH_SDS_SOCKET_PATH: `{s}` is not an absolute path"
             ));
         }
-        let outlier_event_log = env
-            .get("ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH")
-            .unwrap_or_else(|| "/dev/stdout".into());
+        let outlier_event_log = env.get("ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH");
         let mut platform_info = serde_json::Map::new();
         for (var, key) in [
             ("APPMESH_PLATFORM_K8S_VERSION", "k8sVersion"),
@@ -494,10 +494,12 @@ impl BootstrapConfig {
                 "lds_config": { "ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": fetch },
             }),
         );
-        bootstrap.insert(
-            "cluster_manager".into(),
-            json!({ "outlier_detection": { "event_log_path": self.outlier_event_log } }),
-        );
+        if let Some(path) = &self.outlier_event_log {
+            bootstrap.insert(
+                "cluster_manager".into(),
+                json!({ "outlier_detection": { "event_log_path": path } }),
+            );
+        }
         bootstrap.insert(
             "layered_runtime".into(),
             json!({ "layers": [

@@ -166,6 +166,10 @@ pub fn find_envoy(explicit: Option<&Path>, env: &dyn Strings) -> anyhow::Result<
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);
     }
+    // The checkout this binary was built in (`target*/debug/meshplane`), then the source tree.
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
     roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
     for root in roots {
         let p = root.join(".venv/lib/python3.11/site-packages/envoy/_bin/envoy");
