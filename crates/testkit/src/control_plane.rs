@@ -1,0 +1,434 @@
+//! The control plane under test: the real `meshplane serve` process on `127.0.0.1:0`,
+//! with its own data directory, plus JSON helpers for the App Mesh REST API.
+//!
+//! The binary is built into, and taken from, the target directory of the running test
+//! (`<target>/debug/meshplane`, next to `deps/`): see [`meshplane_binary`].
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::tail;
+
+/// How long `meshplane serve` may take to print its listening lines.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The tag that puts a virtual node's proxies in explicit mode (see the reconciler).
+pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
+
+/// A running `meshplane serve`; killed on drop (its log is printed if the test panicked).
+pub struct ControlPlane {
+    child: Child,
+    api: SocketAddr,
+    xds: SocketAddr,
+    log: PathBuf,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+// === impl ControlPlane ===
+
+impl ControlPlane {
+    /// Starts `meshplane serve` with a fresh data directory and waits for its addresses.
+    pub async fn start() -> ControlPlane {
+        let dir = tempfile::Builder::new()
+            .prefix("meshplane-e2e-cp-")
+            .tempdir()
+            .expect("temp dir");
+        let bin = meshplane_binary();
+        let log = dir.path().join("meshplane.log");
+        let stderr = std::fs::File::create(&log).expect("create control plane log");
+        let mut child = Command::new(&bin)
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--xds-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--log", "info,meshplane_runtime=debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    // Keep draining so the child never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let (mut api, mut xds) = (None, None);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while api.is_none() || xds.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("listening api http://") {
+                        api = a.trim().parse().ok();
+                    } else if let Some(a) = line.strip_prefix("listening xds ") {
+                        xds = a.trim().parse().ok();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "meshplane serve did not print its listening addresses within {START_TIMEOUT:?}; log:\n{}",
+                        tail(&log, 40)
+                    );
+                }
+            }
+        }
+        let cp = ControlPlane {
+            child,
+            api: api.expect("api address"),
+            xds: xds.expect("xds address"),
+            log,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+            _dir: dir,
+        };
+        cp.wait_healthy().await;
+        cp
+    }
+
+    async fn wait_healthy(&self) {
+        let url = format!("{}/healthz", self.api_url());
+        crate::wait_for("control plane /healthz", START_TIMEOUT, || async {
+            match self.http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// The ADS address Envoy connects to.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds
+    }
+
+    /// The control plane's log (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Any request; returns the status and the JSON body (`Null` when empty or not JSON).
+    pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.api_url()));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A request that must succeed (2xx); returns the JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.request(method, path, body.clone()).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} {} -> {status}: {v}",
+            body.map(|b| b.to_string()).unwrap_or_default()
+        );
+        v
+    }
+
+    /// CreateMesh.
+    pub async fn create_mesh(&self, mesh: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            "/v20190125/meshes",
+            Some(json!({"meshName": mesh, "spec": spec})),
+        )
+        .await
+    }
+
+    /// CreateVirtualNode (no tags: default App Mesh listeners on `0.0.0.0`).
+    pub async fn create_virtual_node(&self, mesh: &str, name: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualNodes"),
+            Some(json!({"virtualNodeName": name, "spec": spec})),
+        )
+        .await
+    }
+
+    /// CreateVirtualNode tagged [`LISTEN_ADDRESS_TAG`]` = ip`: its Envoys bind `ip` (explicit
+    /// mode), so several of them can share the host.
+    pub async fn create_virtual_node_at(
+        &self,
+        mesh: &str,
+        name: &str,
+        spec: Value,
+        ip: std::net::Ipv4Addr,
+    ) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualNodes"),
+            Some(json!({
+                "virtualNodeName": name,
+                "spec": spec,
+                "tags": [{"key": LISTEN_ADDRESS_TAG, "value": ip.to_string()}],
+            })),
+        )
+        .await
+    }
+
+    /// UpdateVirtualNode.
+    pub async fn update_virtual_node(&self, mesh: &str, name: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualNodes/{name}"),
+            Some(json!({"spec": spec})),
+        )
+        .await
+    }
+
+    /// DescribeVirtualNode (with meshplane's extra `status.proxies` and
+    /// `status.rejectedConfig` members).
+    pub async fn describe_virtual_node(&self, mesh: &str, name: &str) -> Value {
+        self.call(
+            "GET",
+            &format!("/v20190125/meshes/{mesh}/virtualNodes/{name}"),
+            None,
+        )
+        .await
+    }
+
+    /// CreateVirtualRouter.
+    pub async fn create_virtual_router(&self, mesh: &str, name: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualRouters"),
+            Some(json!({"virtualRouterName": name, "spec": spec})),
+        )
+        .await
+    }
+
+    /// CreateVirtualService.
+    pub async fn create_virtual_service(&self, mesh: &str, name: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualServices"),
+            Some(json!({"virtualServiceName": name, "spec": spec})),
+        )
+        .await
+    }
+
+    /// CreateRoute.
+    pub async fn create_route(&self, mesh: &str, router: &str, name: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualRouter/{router}/routes"),
+            Some(json!({"routeName": name, "spec": spec})),
+        )
+        .await
+    }
+
+    /// UpdateRoute.
+    pub async fn update_route(&self, mesh: &str, router: &str, name: &str, spec: Value) -> Value {
+        self.call(
+            "PUT",
+            &format!("/v20190125/meshes/{mesh}/virtualRouter/{router}/routes/{name}"),
+            Some(json!({"spec": spec})),
+        )
+        .await
+    }
+
+    /// DeleteRoute.
+    pub async fn delete_route(&self, mesh: &str, router: &str, name: &str) -> Value {
+        self.call(
+            "DELETE",
+            &format!("/v20190125/meshes/{mesh}/virtualRouter/{router}/routes/{name}"),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /meshplane/v1/proxy-status` (`{"proxies": [...]}`).
+    pub async fn proxy_status(&self) -> Value {
+        self.call("GET", "/meshplane/v1/proxy-status", None).await
+    }
+
+    /// The proxy-status entries whose `node` equals `node_id`.
+    pub async fn proxies_of(&self, node_id: &str) -> Vec<Value> {
+        let st = self.proxy_status().await;
+        st["proxies"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["node"] == node_id).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.api_url()))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- meshplane serve log (last 60 lines, {}) ----\n{}\n----",
+                self.log.display(),
+                tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+/// The `meshplane` binary to test: `$MESHPLANE_BIN` if set; else
+/// `<target>/<profile>/meshplane` next to the running test executable, (re)built once per
+/// test process with `cargo build -p meshplane --target-dir <target>` when it is missing or
+/// older than the workspace's sources, so the suite never tests stale code.
+/// `MESHPLANE_E2E_NO_BUILD=1` skips the build. Panics with the build output when the build
+/// fails.
+///
+/// Running cargo from a test is safe: `cargo test` releases the target directory's build
+/// lock before it runs test executables (checked). After `cargo test --workspace` the
+/// binary is fresh and no build runs (a `-p meshplane` build could unify features
+/// differently and recompile dependencies for nothing).
+pub fn meshplane_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MESHPLANE_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| {
+                if deps.file_name().is_some_and(|n| n == "deps") {
+                    deps.parent()
+                } else {
+                    Some(deps)
+                }
+            })
+            .expect("test executable lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("<target>").to_path_buf();
+        let bin = profile_dir.join("meshplane");
+        if std::env::var_os("MESHPLANE_E2E_NO_BUILD").is_none() && is_stale(&bin) {
+            build(
+                &target_dir,
+                profile_dir.file_name().is_some_and(|n| n == "release"),
+            );
+        }
+        assert!(
+            bin.is_file(),
+            "the meshplane binary is missing at {}: build it with `cargo build -p meshplane \
+             --target-dir {}` (or unset MESHPLANE_E2E_NO_BUILD)",
+            bin.display(),
+            target_dir.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+fn build(target_dir: &Path, release: bool) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "meshplane", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(crate::workspace_root());
+    if release {
+        cmd.arg("--release");
+    }
+    let started = Instant::now();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if started.elapsed() > Duration::from_secs(5) {
+        eprintln!("built meshplane in {:?}", started.elapsed());
+    }
+}
+
+/// Missing, or older than some source that can change it (`crates/*/src`, manifests, lock).
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = crate::workspace_root();
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        newest = newest.max(mtime(&root.join(f)));
+    }
+    for entry in std::fs::read_dir(root.join("crates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = entry.path();
+        newest = newest.max(mtime(&dir.join("Cargo.toml")));
+        newest = newest.max(newest_in(&dir.join("src"), 0));
+    }
+    newest > built
+}
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+}
+
+fn newest_in(dir: &Path, depth: usize) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    if depth > 8 {
+        return newest;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        newest = newest.max(if p.is_dir() {
+            newest_in(&p, depth + 1)
+        } else {
+            mtime(&p)
+        });
+    }
+    newest
+}
