@@ -549,6 +549,9 @@ fn backend(addr: &str, color: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Requests to `/flaky` fail every other time with 503 (retry scenarios).
+static FLAKY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn serve_conn(stream: TcpStream, color: &str) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut w) = stream.try_clone() else {
@@ -558,6 +561,7 @@ fn serve_conn(stream: TcpStream, color: &str) {
     loop {
         let mut content_length = 0usize;
         let mut first = true;
+        let mut path = String::new();
         loop {
             let mut line = String::new();
             match r.read_line(&mut line) {
@@ -570,6 +574,9 @@ fn serve_conn(stream: TcpStream, color: &str) {
                     continue;
                 }
                 break;
+            }
+            if first {
+                path = l.split_whitespace().nth(1).unwrap_or("/").to_owned();
             }
             first = false;
             if let Some((k, v)) = l.split_once(':')
@@ -584,9 +591,14 @@ fn serve_conn(stream: TcpStream, color: &str) {
                 return;
             }
         }
-        let body = format!("{color}\n");
+        let fail = path.starts_with("/flaky") && FLAKY.fetch_add(1, Ordering::SeqCst) % 2 == 0;
+        let (status, body) = if fail {
+            ("503 Service Unavailable", format!("{color} flaked\n"))
+        } else {
+            ("200 OK", format!("{color}\n"))
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         if w.write_all(resp.as_bytes()).is_err() {

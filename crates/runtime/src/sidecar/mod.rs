@@ -156,6 +156,13 @@ fn chain_exists(family: Family, chain: &str) -> anyhow::Result<bool> {
 }
 
 fn hook_present(family: Family, table: &str, chain: &str, spec: &[&str]) -> anyhow::Result<bool> {
+    // The hook jumps to one of our chains (the last word); without it there is no hook, and
+    // `-C` would fail with an error rather than "no such rule".
+    if let Some(target) = spec.last()
+        && !chain_exists(family, target)?
+    {
+        return Ok(false);
+    }
     let mut args = vec!["-t", table, "-C", chain];
     args.extend(spec);
     let out = ipt(family, &args)?;
@@ -163,11 +170,8 @@ fn hook_present(family: Family, table: &str, chain: &str, spec: &[&str]) -> anyh
         return Ok(true);
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    // `-C` exits 1 with "does a matching rule exist" (or "Bad rule") when absent, and also
-    // when our chain is gone (the jump target cannot resolve).
-    if out.status.code() == Some(1)
-        || out.status.code() == Some(2) && err.contains("Couldn't load target")
-    {
+    // `-C` exits 1 ("Bad rule (does a matching rule exist in that chain?)") when absent.
+    if out.status.code() == Some(1) {
         return Ok(false);
     }
     anyhow::bail!(
