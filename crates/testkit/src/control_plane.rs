@@ -289,6 +289,22 @@ impl ControlPlane {
             .unwrap_or_default()
     }
 
+    /// `GET /meshplane/v1/proxy-config?node=...`: the resources and per-type versions the
+    /// control plane serves to a node.
+    pub async fn proxy_config(&self, node_id: &str) -> Value {
+        let q: String = node_id
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.call("GET", &format!("/meshplane/v1/proxy-config?node={q}"), None)
+            .await
+    }
+
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
         self.http

@@ -69,6 +69,16 @@ async fn converged(w: &World, sotw: &Envoy, delta: &Envoy, expect_route: &str) {
             if va != vb || va.is_empty() {
                 return Err(format!("acked versions differ: sotw {va:?} delta {vb:?}"));
             }
+            // ...and they are the versions the control plane serves now.
+            let served = w.cp.proxy_config(&w.node_id("front")).await;
+            for (ty, v) in &va {
+                if served["versions"][ty] != v.as_str() {
+                    return Err(format!(
+                        "{ty}: acked {v}, served {}",
+                        served["versions"][ty]
+                    ));
+                }
+            }
             Ok(())
         },
     )
