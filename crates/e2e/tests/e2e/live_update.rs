@@ -38,6 +38,12 @@ async fn weight_change_under_load_and_route_deletion() {
     let r = t.get("/extra").await;
     assert_eq!((r.status, r.body.as_str()), (200, "red"));
 
+    let rds_updates = format!("http.egress.rds.rds_egress_http_{port}.update_success");
+    let (lds_before, rds_before) = (
+        envoy.stat("listener_manager.lds.update_success").await,
+        envoy.stat(&rds_updates).await,
+    );
+
     // Constant load for 4 s; flip all weight from blue to green after 1.5 s.
     let start = Instant::now();
     let load = tokio::spawn(
@@ -93,6 +99,14 @@ async fn weight_change_under_load_and_route_deletion() {
         "the new weights took {:?}",
         first_green.saturating_sub(updated)
     );
+    // The weight change went out as RDS only: no listener rewrite (no drain, no new sockets).
+    assert_eq!(
+        envoy.stat("listener_manager.lds.update_success").await,
+        lds_before,
+        "a weight change must not touch LDS"
+    );
+    assert_eq!(envoy.stat("listener_manager.listener_modified").await, 0);
+    assert_eq!(envoy.stat(&rds_updates).await, rds_before + 1);
     println!(
         "weight change observed {:?} after the UpdateRoute call (sent at {before_update:?}), \
          {} requests, 0 failed",
