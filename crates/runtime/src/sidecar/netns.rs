@@ -1,7 +1,7 @@
 //! Network namespaces for multi-host tests and the demo: a bridge in the root namespace, one
 //! namespace per workload joined to it by a veth pair, addresses in a private range that exist
 //! only on those interfaces, and a per-namespace hosts file (`/etc/netns/<ns>/hosts`, which
-//! `ip netns exec` bind-mounts over `/etc/hosts`). Everything is removed on drop, also when a
+//! `ip netns exec` bind-mounts over `/etc/hosts`, with a `resolv.conf` that fails fast). Everything is removed on drop, also when a
 //! test panics.
 //!
 //! ```text
@@ -109,6 +109,12 @@ impl Network {
         self.hosts.push(host.clone());
         std::fs::create_dir_all(self.etc_dir(&netns))?;
         std::fs::write(self.etc_dir(&netns).join("hosts"), self.hosts_file())?;
+        // No DNS server is reachable from inside: make lookups of unknown names fail at once
+        // (loopback refuses) instead of timing out against the host's resolver.
+        std::fs::write(
+            self.etc_dir(&netns).join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )?;
         ip(&[
             "link", "add", &host_veth, "type", "veth", "peer", "name", &peer,
         ])?;

@@ -1,0 +1,109 @@
+//! `meshplane demo --duration N` runs unattended: the split it reports matches the route
+//! weights of examples/colorapp.yaml (75/25/0), and after the printed `meshplane apply -f`
+//! command shifts the weights mid-run (0/50/50) the per-second view follows, with no failed
+//! request during the change (transparent mode: the traffic driver is an ordinary process in
+//! its own namespace behind `sidecar init`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshplane_runtime::demo::Counts;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshplane");
+
+/// Parses `window red=.. blue=.. green=.. errors=.. | total ...` into the window counts.
+fn window(line: &str) -> Option<Counts> {
+    let rest = line.strip_prefix("window ")?;
+    let (w, _) = rest.split_once(" | ")?;
+    Counts::parse(&format!("counts {w}"))
+}
+
+fn share(c: &[Counts], color: &str) -> f64 {
+    let n: u64 = c
+        .iter()
+        .map(|c| c.by_color.get(color).copied().unwrap_or(0))
+        .sum();
+    let total: u64 = c.iter().flat_map(|c| c.by_color.values()).sum();
+    n as f64 / total.max(1) as f64
+}
+
+#[test]
+fn demo_split_follows_route_weights_and_live_changes() {
+    assert!(
+        meshplane_runtime::sidecar::netns::available(),
+        "the demo needs root and iproute2 (apt-get install -y iproute2 iptables)"
+    );
+    let mut child = Command::new(BIN)
+        .args(["demo", "--duration", "14", "--rps", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut apply_cmd = None;
+    let mut before = vec![];
+    let mut after = vec![];
+    let mut applied_at = None;
+    let mut summary = None;
+    while summary.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let err = child.stderr.take().map(|mut e| {
+                let mut s = String::new();
+                let _ = std::io::Read::read_to_string(&mut e, &mut s);
+                s
+            });
+            panic!("demo stopped without a summary: {err:?}");
+        };
+        if line.contains(" apply -f ") && apply_cmd.is_none() {
+            apply_cmd = Some(line.trim().to_owned());
+        } else if let Some(w) = window(&line) {
+            match applied_at {
+                None if before.len() < 5 => before.push(w),
+                None => {
+                    let cmd = apply_cmd.clone().expect("no apply command printed");
+                    let argv: Vec<&str> = cmd.split_whitespace().collect();
+                    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+                    assert!(out.status.success(), "{cmd}: {out:?}");
+                    applied_at = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_millis(2500) => after.push(w),
+                Some(_) => {}
+            }
+        } else if let Some(s) = line.strip_prefix("summary ") {
+            summary = Counts::parse(&format!("counts {s}"));
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let summary = summary.unwrap();
+    assert_eq!(
+        summary.errors, 0,
+        "failed requests during the run: {summary:?}"
+    );
+    let red = share(&before, "red");
+    assert!(
+        (0.62..=0.88).contains(&red),
+        "red share before the change: {red} ({before:?})"
+    );
+    assert_eq!(share(&before, "green"), 0.0, "{before:?}");
+    assert!(
+        after.len() >= 3,
+        "too few windows after the change: {after:?}"
+    );
+    assert_eq!(share(&after, "red"), 0.0, "{after:?}");
+    let green = share(&after, "green");
+    assert!(
+        (0.3..=0.7).contains(&green),
+        "green share after the change: {green} ({after:?})"
+    );
+}
