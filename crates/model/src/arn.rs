@@ -57,6 +57,69 @@ impl Arn {
 }
 
 /// Parses `mesh/<mesh>[@owner][/<kind>/<name>[/<kind>/<name>]]`; returns the id and the owner.
+impl Arn {
+    /// Every reading of `arn` when names may themselves contain `/`: the plain reading of
+    /// [`Arn::parse`] first (when there is one), then each other split of the resource
+    /// path at the kind keywords (`virtualNode`, `virtualRouter` … `route`, …). Resource
+    /// names are free strings in App Mesh, so `mesh/m/virtualNode/a/b` is node `a/b`; a
+    /// server resolves an ARN by taking the first candidate that exists.
+    pub fn parse_candidates(arn: &str) -> Result<Vec<Arn>, ArnError> {
+        let plain = Arn::parse(arn);
+        let mut out: Vec<Arn> = plain.iter().cloned().collect();
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let (partition, region, account, path) = match parts.as_slice() {
+            ["arn", p, "appmesh", r, a, path] if !p.is_empty() => (*p, *r, *a, *path),
+            _ => return plain.map(|a| vec![a]),
+        };
+        let segs: Vec<&str> = path.split('/').collect();
+        if segs.first() != Some(&"mesh") || segs.len() < 2 {
+            return plain.map(|a| vec![a]);
+        }
+        let join = |r: std::ops::Range<usize>| Some(segs[r].join("/")).filter(|s| !s.is_empty());
+        let kind = |s: &str| {
+            ResourceKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == s && *k != ResourceKind::Mesh)
+        };
+        let n = segs.len();
+        let mut ids = Vec::new();
+        if let Some(m) = join(1..n) {
+            ids.push(ResourceId::mesh(m));
+        }
+        for i in 2..n {
+            let Some(k) = kind(segs[i]) else { continue };
+            if k.parent_kind().is_none() {
+                if let (Some(m), Some(name)) = (join(1..i), join(i + 1..n)) {
+                    ids.push(ResourceId::child(k, m, name));
+                }
+            }
+            for j in i + 2..n {
+                let Some(gk) = kind(segs[j]).filter(|gk| gk.parent_kind() == Some(k)) else {
+                    continue;
+                };
+                if let (Some(m), Some(p), Some(name)) = (join(1..i), join(i + 1..j), join(j + 1..n))
+                {
+                    ids.push(ResourceId::grandchild(gk, m, p, name));
+                }
+            }
+        }
+        for id in ids {
+            if !out.iter().any(|a| a.id == id) {
+                out.push(Arn {
+                    partition: partition.to_owned(),
+                    region: region.to_owned(),
+                    account: account.to_owned(),
+                    id,
+                });
+            }
+        }
+        if out.is_empty() {
+            return plain.map(|a| vec![a]);
+        }
+        Ok(out)
+    }
+}
+
 fn parse_resource_path(path: &str) -> Option<(ResourceId, Option<String>)> {
     let segs: Vec<&str> = path.split('/').collect();
     if segs.first() != Some(&"mesh") || segs.len() < 2 || segs[1].is_empty() {
@@ -174,6 +237,37 @@ impl std::fmt::Display for NodeId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_cover_names_with_slashes() {
+        let ids = |arn: &str| -> Vec<ResourceId> {
+            Arn::parse_candidates(arn)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        let p = "arn:aws:appmesh:us-east-1:000000000000:";
+        // The plain reading comes first.
+        assert_eq!(
+            ids(&format!("{p}mesh/m/virtualNode/n"))[0],
+            ResourceId::child(ResourceKind::VirtualNode, "m", "n")
+        );
+        assert!(
+            ids(&format!("{p}mesh/m/virtualNode/a/b")).contains(&ResourceId::child(
+                ResourceKind::VirtualNode,
+                "m",
+                "a/b"
+            ))
+        );
+        assert!(
+            ids(&format!("{p}mesh/x/y/virtualRouter/r/1/route/q/z")).contains(
+                &ResourceId::grandchild(ResourceKind::Route, "x/y", "r/1", "q/z")
+            )
+        );
+        assert!(ids(&format!("{p}mesh/a/b")).contains(&ResourceId::mesh("a/b")));
+        assert!(Arn::parse_candidates("arn:aws:s3:::bucket").is_err());
+    }
 
     #[test]
     fn arn_round_trips_for_every_kind() {

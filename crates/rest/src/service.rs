@@ -593,16 +593,22 @@ impl MeshService {
     }
 
     async fn resource_by_arn(&self, arn: &str) -> Result<(KeyValue, Resource), ApiError> {
-        let parsed =
-            Arn::parse(arn).map_err(|e| ApiError::bad_request(format!("resourceArn: {e}")))?;
-        let not_found = || ApiError::not_found(format!("resource {arn} not found"));
-        if parsed.partition != self.cfg.partition
-            || parsed.region != self.cfg.region
-            || parsed.account != self.cfg.account_id
-        {
-            return Err(not_found());
+        // Names may contain `/`, so an ARN can have several readings: take the first that
+        // names an existing resource.
+        let candidates = Arn::parse_candidates(arn)
+            .map_err(|e| ApiError::bad_request(format!("resourceArn: {e}")))?;
+        for parsed in candidates {
+            if parsed.partition != self.cfg.partition
+                || parsed.region != self.cfg.region
+                || parsed.account != self.cfg.account_id
+            {
+                break;
+            }
+            if let Some(found) = self.get_resource(&parsed.id).await? {
+                return Ok(found);
+            }
         }
-        self.get_resource(&parsed.id).await?.ok_or_else(not_found)
+        Err(ApiError::not_found(format!("resource {arn} not found")))
     }
 
     /// ListTagsForResource.
@@ -622,8 +628,9 @@ impl MeshService {
         let (_, r) = self.resource_by_arn(arn).await?;
         let start: usize = match next_token {
             Some(t) => decode_token(t, "tags/")?
-                .parse()
-                .map_err(|_| ApiError::bad_request("nextToken: invalid pagination token"))?,
+                .strip_prefix("tags/")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| ApiError::bad_request("nextToken: invalid pagination token"))?,
             None => 0,
         };
         let tags: Vec<Value> = r
