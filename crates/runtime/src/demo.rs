@@ -591,7 +591,8 @@ fn serve_conn(stream: TcpStream, color: &str) {
                 return;
             }
         }
-        let fail = path.starts_with("/flaky") && FLAKY.fetch_add(1, Ordering::SeqCst) % 2 == 0;
+        let fail =
+            path.starts_with("/flaky") && FLAKY.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
         let (status, body) = if fail {
             ("503 Service Unavailable", format!("{color} flaked\n"))
         } else {

@@ -72,8 +72,10 @@ fn everything_is_removed_when_the_test_panics() {
         let mut net = Network::new().unwrap();
         *id.lock().unwrap() = net.id().to_owned();
         let h = net.add_host("doomed").unwrap();
-        // A process still running inside is killed too.
-        let _child = h.command("sleep").arg("60").spawn().unwrap();
+        // A process still running inside is killed too (reaped by a thread, as a test
+        // harness would not get to wait for it after a panic).
+        let mut child = h.command("sleep").arg("60").spawn().unwrap();
+        std::thread::spawn(move || child.wait());
         std::thread::sleep(std::time::Duration::from_millis(100));
         panic!("simulated test failure");
     });

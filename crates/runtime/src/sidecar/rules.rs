@@ -119,10 +119,10 @@ impl InterceptConfig {
                 if item.is_empty() {
                     continue;
                 }
-                if let Ok(n) = parse_port(var, item).map_err(|e| p.push(e)) {
-                    if !out.contains(&n) {
-                        out.push(n);
-                    }
+                if let Ok(n) = parse_port(var, item).map_err(|e| p.push(e))
+                    && !out.contains(&n)
+                {
+                    out.push(n);
                 }
             }
             out
