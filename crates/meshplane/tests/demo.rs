@@ -2,7 +2,8 @@
 //! weights of examples/colorapp.yaml (75/25/0), and after the printed `meshplane apply -f`
 //! command shifts the weights mid-run (0/50/50) the per-second view follows, with no failed
 //! request during the change (transparent mode: the traffic driver is an ordinary process in
-//! its own namespace behind `sidecar init`).
+//! its own namespace behind `sidecar init`). The loopback (explicit, no-root) mode is
+//! checked the same way.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -29,13 +30,22 @@ fn share(c: &[Counts], color: &str) -> f64 {
 }
 
 #[test]
-fn demo_split_follows_route_weights_and_live_changes() {
+fn demo_in_namespaces_split_follows_route_weights_and_live_changes() {
     assert!(
         meshplane_runtime::sidecar::netns::available(),
-        "the demo needs root and iproute2 (apt-get install -y iproute2 iptables)"
+        "the namespace demo needs root and iproute2 (apt-get install -y iproute2 iptables)"
     );
+    run_demo("netns");
+}
+
+#[test]
+fn demo_on_loopback_split_follows_route_weights_and_live_changes() {
+    run_demo("loopback");
+}
+
+fn run_demo(mode: &str) {
     let mut child = Command::new(BIN)
-        .args(["demo", "--duration", "14", "--rps", "40"])
+        .args(["demo", "--mode", mode, "--duration", "14", "--rps", "40"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

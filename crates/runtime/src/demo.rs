@@ -14,8 +14,9 @@
 //!      └─ ns green: ...
 //! ```
 //!
-//! Namespaces need root; without it the demo says so (there is no loopback-only mode yet: the
-//! translator binds every Envoy's listeners to the same 0.0.0.0:15000/15001).
+//! Namespaces need root. Without root (or with `--mode loopback`) the demo runs in explicit
+//! mode on private loopback addresses: one front Envoy (virtual node tag
+//! `meshplane.io/listen-address`) and the color backends without sidecars.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
@@ -47,6 +48,11 @@ pub struct DemoArgs {
     /// Requests per second the front workload sends.
     #[arg(long, default_value_t = 40)]
     pub rps: u32,
+    /// Where workloads run: `netns` (one network namespace each, iptables interception; needs
+    /// root), `loopback` (explicit mode on private 127.x addresses; no root), or `auto`
+    /// (netns when possible).
+    #[arg(long, default_value = "auto")]
+    pub mode: String,
     /// Envoy binary (else MESHPLANE_ENVOY, ENVOY_BINARY, PATH, the project's .venv).
     #[arg(long)]
     pub envoy_binary: Option<PathBuf>,
@@ -59,6 +65,9 @@ pub struct DemoArgs {
     /// Internal: the backend's listen address or the driver's target host:port.
     #[arg(long, hide = true)]
     pub addr: Option<String>,
+    /// Internal: the driver's Host header (default: the target's host).
+    #[arg(long, hide = true)]
+    pub host_header: Option<String>,
 }
 
 /// Request counts per color.
@@ -132,6 +141,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
         Some("driver") => driver(
             args.addr.as_deref().unwrap_or("color.colorapp.local:8080"),
+            args.host_header.as_deref(),
             args.rps,
         ),
         Some(other) => anyhow::bail!("unknown demo role `{other}`"),
@@ -193,11 +203,19 @@ impl Drop for DemoDir {
 }
 
 fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        netns::available(),
-        "meshplane demo runs each workload in its own network namespace and needs root \
-         (and iproute2): run it with sudo"
-    );
+    let use_netns = match args.mode.as_str() {
+        "netns" => {
+            anyhow::ensure!(
+                netns::available(),
+                "--mode netns runs each workload in its own network namespace and needs root \
+                 (and iproute2): run it with sudo, or use --mode loopback"
+            );
+            true
+        }
+        "loopback" => false,
+        "auto" => netns::available(),
+        other => anyhow::bail!("--mode: expected auto, netns or loopback, got `{other}`"),
+    };
     let exe = std::env::current_exe().context("find the meshplane binary")?;
     let envoy = crate::envoy::run::find_envoy(
         args.envoy_binary.as_deref(),
@@ -218,16 +236,24 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let d = dir.0.clone();
 
     // Declared before `children` so children are stopped before the namespaces go.
-    let mut net = Network::new()?;
+    let mut net = if use_netns {
+        Some(Network::new()?)
+    } else {
+        None
+    };
     let mut children = Children::default();
 
-    // Control plane: API on loopback (for the user's terminal), xDS on the bridge.
+    // Control plane: API on loopback (for the user's terminal), xDS on the bridge (netns) or
+    // loopback.
+    let xds_listen = match &net {
+        Some(n) => format!("{}:0", n.gateway()),
+        None => "127.0.0.1:0".to_owned(),
+    };
     let mut serve = Command::new(&exe);
     serve
         .args(["serve", "--data-dir"])
         .arg(d.join("data"))
-        .args(["--api-listen", "127.0.0.1:0", "--xds-listen"])
-        .arg(format!("{}:0", net.gateway()))
+        .args(["--api-listen", "127.0.0.1:0", "--xds-listen", &xds_listen])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(d.join("serve.log"))?)
@@ -236,93 +262,43 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let stdout = serve.stdout.take().context("serve stdout")?;
     children.push("serve", serve);
     let (api, xds) = read_listen_lines(stdout)?;
-
-    // Hosts and names.
-    let mut hosts = BTreeMap::new();
-    for name in ["front", "red", "blue", "green"] {
-        let h = net.add_host(name)?;
-        net.add_name(&format!("{name}.colorapp.local"), h.ip)?;
-        hosts.insert(name, h);
-    }
-    net.add_name("color.colorapp.local", net.unassigned(254))?;
-
-    // The mesh.
-    let mesh_file = d.join("colorapp.yaml");
-    std::fs::write(&mesh_file, COLORAPP_YAML)?;
-    apply(&exe, &api, &mesh_file)?;
     let shift_file = d.join("shift-weights.yaml");
     std::fs::write(
         &shift_file,
         route_yaml(&[("red", 0), ("blue", 50), ("green", 50)]),
     )?;
+    let mesh_file = d.join("colorapp.yaml");
 
-    // Workloads: backend, interception, Envoy as uid 1337.
-    for (name, host) in &hosts {
-        if *name != "front" {
-            let mut b = host.command(&exe);
-            b.args(["demo", "--role", "backend", "--color", name, "--addr"])
-                .arg(format!("0.0.0.0:{APP_PORT}"));
-            children.spawn(
-                &format!("{name}-backend"),
-                b,
-                &d.join(format!("{name}-backend.log")),
-            )?;
+    let (driver_cmd, where_) = match &mut net {
+        Some(net) => {
+            let hosts = start_netns(net, &exe, &envoy, &xds, &api, &mesh_file, &d, &mut children)?;
+            let mut drv = hosts["front"].command(&exe);
+            drv.arg("demo")
+                .args(["--addr", &format!("color.colorapp.local:{APP_PORT}")]);
+            (drv, format!("in network namespaces mp-{}-*", net.id()))
         }
-        let mut init = host.command(&exe);
-        init.args(["sidecar", "init"]);
-        if *name != "front" {
-            init.args(["--app-ports", &APP_PORT.to_string()]);
-        }
-        let out = init.output().context("sidecar init")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "sidecar init in {}: {}",
-            host.netns,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut e = host.command(&exe);
-        e.args(["envoy", "run", "--node-id"])
-            .arg(format!("mesh/colorapp/virtualNode/{name}"))
-            .arg("--xds-address")
-            .arg(&xds)
-            .args([
-                "--admin-port",
-                "9901",
-                "--proxy-uid",
-                "1337",
-                "--restart-count",
-                "3",
-            ])
-            .args(["--drain-time-s", "0", "--envoy-binary"])
-            .arg(&envoy)
-            .env(
-                "ENVOY_ADMIN_ACCESS_LOG_FILE",
-                d.join(format!("{name}-admin.log")),
+        None => {
+            let front = start_loopback(&exe, &envoy, &xds, &api, &mesh_file, &d, &mut children)?;
+            let mut drv = Command::new(&exe);
+            drv.arg("demo")
+                .args(["--addr", &format!("{front}:{APP_PORT}")])
+                .args(["--host-header", "color.colorapp.local"]);
+            (
+                drv,
+                format!(
+                    "on loopback, explicit mode (front Envoy on {front}; colors without sidecars)"
+                ),
             )
-            .env("ENVOY_LOG_LEVEL", "warning");
-        children.spawn(
-            &format!("{name}-envoy"),
-            e,
-            &d.join(format!("{name}-envoy.log")),
-        )?;
-    }
+        }
+    };
 
     // Traffic from front, as an ordinary process that knows nothing of Envoy.
-    let front = &hosts["front"];
-    let mut drv = front.command(&exe);
-    drv.args([
-        "demo",
-        "--role",
-        "driver",
-        "--rps",
-        &args.rps.to_string(),
-        "--addr",
-    ])
-    .arg(format!("color.colorapp.local:{APP_PORT}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(std::fs::File::create(d.join("driver.log"))?)
-    .process_group(0);
+    let mut drv = driver_cmd;
+    drv.args(["--role", "driver", "--rps", &args.rps.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(d.join("driver.log"))?)
+        .process_group(0);
     let mut drv = drv.spawn().context("start the traffic driver")?;
     let drv_out = drv.stdout.take().context("driver stdout")?;
     children.push("driver", drv);
@@ -340,10 +316,7 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    println!(
-        "meshplane demo: colorapp mesh with real Envoys in namespaces mp-{}-*",
-        net.id()
-    );
+    println!("meshplane demo: colorapp mesh with real Envoys {where_}");
     println!("  control plane API: {api}   (xDS {xds})");
     println!("  logs: {}", d.display());
     println!("shift weights from another terminal with either of:");
@@ -358,7 +331,166 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         route_spec_json(&[("red", 0), ("blue", 50), ("green", 50)])
     );
     let _ = std::io::stdout().flush();
+    view(
+        &args,
+        &latest,
+        &stop,
+        &d,
+        &format!(
+            "{} apply -f {} --endpoint {api}",
+            exe.display(),
+            shift_file.display()
+        ),
+    )?;
+    drop(children);
+    drop(net);
+    Ok(ExitCode::SUCCESS)
+}
 
+/// Namespaces front, red, blue, green: backend, `sidecar init`, `envoy run` as uid 1337 in
+/// each; `<name>.colorapp.local` resolves to each namespace, `color.colorapp.local` to an
+/// unassigned address (reachable only through interception).
+#[allow(clippy::too_many_arguments)]
+fn start_netns(
+    net: &mut Network,
+    exe: &Path,
+    envoy: &Path,
+    xds: &str,
+    api: &str,
+    mesh_file: &Path,
+    d: &Path,
+    children: &mut Children,
+) -> anyhow::Result<BTreeMap<&'static str, netns::Host>> {
+    let mut hosts = BTreeMap::new();
+    for name in ["front", "red", "blue", "green"] {
+        let h = net.add_host(name)?;
+        net.add_name(&format!("{name}.colorapp.local"), h.ip)?;
+        hosts.insert(name, h);
+    }
+    net.add_name("color.colorapp.local", net.unassigned(254))?;
+    std::fs::write(mesh_file, COLORAPP_YAML)?;
+    apply(exe, api, mesh_file)?;
+    for (name, host) in &hosts {
+        if *name != "front" {
+            let mut b = host.command(exe);
+            b.args(["demo", "--role", "backend", "--color", name, "--addr"])
+                .arg(format!("0.0.0.0:{APP_PORT}"));
+            children.spawn(
+                &format!("{name}-backend"),
+                b,
+                &d.join(format!("{name}-backend.log")),
+            )?;
+        }
+        let mut init = host.command(exe);
+        init.args(["sidecar", "init"]);
+        if *name != "front" {
+            init.args(["--app-ports", &APP_PORT.to_string()]);
+        }
+        let out = init.output().context("sidecar init")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "sidecar init in {}: {}",
+            host.netns,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut e = host.command(exe);
+        e.args(["envoy", "run", "--node-id"])
+            .arg(format!("mesh/colorapp/virtualNode/{name}"))
+            .args(["--xds-address", xds, "--admin-port", "9901"])
+            .args(["--proxy-uid", "1337", "--restart-count", "3"])
+            .args(["--drain-time-s", "0", "--envoy-binary"])
+            .arg(envoy)
+            .env(
+                "ENVOY_ADMIN_ACCESS_LOG_FILE",
+                d.join(format!("{name}-admin.log")),
+            )
+            .env("ENVOY_LOG_LEVEL", "warning");
+        children.spawn(
+            &format!("{name}-envoy"),
+            e,
+            &d.join(format!("{name}-envoy.log")),
+        )?;
+    }
+    Ok(hosts)
+}
+
+/// Loopback, explicit mode (no root needed): the front Envoy's listeners bind a private
+/// `127.x.y.10` (virtual node tag `meshplane.io/listen-address`), the color backends listen
+/// on `127.x.y.11-13:8080` and the colors' DNS hostnames are those addresses. Returns the
+/// front address. The colors run without sidecars: the translator binds every ingress
+/// listener to port 15000 and every local app cluster to `127.0.0.1:<port>`, so only one
+/// workload per host can have an ingress sidecar.
+fn start_loopback(
+    exe: &Path,
+    envoy: &Path,
+    xds: &str,
+    api: &str,
+    mesh_file: &Path,
+    d: &Path,
+    children: &mut Children,
+) -> anyhow::Result<std::net::Ipv4Addr> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id());
+    let (a, b) = (100 + (seed % 150) as u8, (seed >> 8) as u8);
+    let ip = |last: u8| std::net::Ipv4Addr::new(127, a, b, last);
+    let front = ip(10);
+    let mut yaml = COLORAPP_YAML.replace(
+        "name: front\n",
+        &format!("name: front\ntags:\n  meshplane.io/listen-address: \"{front}\"\n"),
+    );
+    for (i, color) in COLORS.iter().enumerate() {
+        let addr = ip(11 + i as u8);
+        yaml = yaml.replace(
+            &format!("hostname: {color}.colorapp.local"),
+            &format!("hostname: \"{addr}\""),
+        );
+        let mut cmd = Command::new(exe);
+        cmd.args(["demo", "--role", "backend", "--color", color, "--addr"])
+            .arg(format!("{addr}:{APP_PORT}"));
+        children.spawn(
+            &format!("{color}-backend"),
+            cmd,
+            &d.join(format!("{color}-backend.log")),
+        )?;
+    }
+    std::fs::write(mesh_file, yaml)?;
+    apply(exe, api, mesh_file)?;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut e = Command::new(exe);
+    e.args([
+        "envoy",
+        "run",
+        "--node-id",
+        "mesh/colorapp/virtualNode/front",
+    ])
+    .args(["--xds-address", xds, "--admin-port", &admin.to_string()])
+    .args([
+        "--restart-count",
+        "3",
+        "--drain-time-s",
+        "0",
+        "--envoy-binary",
+    ])
+    .arg(envoy)
+    .env("ENVOY_ADMIN_ACCESS_LOG_FILE", d.join("front-admin.log"))
+    .env("ENVOY_LOG_LEVEL", "warning");
+    children.spawn("front-envoy", e, &d.join("front-envoy.log"))?;
+    Ok(front)
+}
+
+/// The live view (a terminal) or one line per second (a pipe), then the summary.
+fn view(
+    args: &DemoArgs,
+    latest: &Mutex<Counts>,
+    stop: &AtomicBool,
+    d: &Path,
+    shift_cmd: &str,
+) -> anyhow::Result<()> {
     // Wait for the first answer before the clock starts (Envoys fetch their config first).
     let warmup = Instant::now();
     loop {
@@ -404,11 +536,7 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
             print!("{}", bars(&window));
             println!("\nsince start ({}s):", started.elapsed().as_secs());
             print!("{}", bars(&total));
-            println!(
-                "\nshift weights:\n  {} apply -f {} --endpoint {api}",
-                exe.display(),
-                shift_file.display()
-            );
+            println!("\nshift weights:\n  {shift_cmd}");
         } else {
             println!("window {} | total {}", window.line(), total.line());
         }
@@ -421,9 +549,7 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .since(&start_counts);
     println!("summary {}", fin.line());
     let _ = std::io::stdout().flush();
-    drop(children);
-    drop(net);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// One line per color: count, share and a bar.
@@ -610,12 +736,14 @@ fn serve_conn(stream: TcpStream, color: &str) {
 
 /// The traffic driver: plain HTTP/1.1 GETs to `target`, one connection per request, printing
 /// cumulative counts per answer body every 200 ms.
-fn driver(target: &str, rps: u32) -> anyhow::Result<ExitCode> {
+fn driver(target: &str, host_header: Option<&str>, rps: u32) -> anyhow::Result<ExitCode> {
     let mut counts = Counts::default();
     let interval = Duration::from_secs(1) / rps.max(1);
     let mut next = Instant::now();
     let mut last_print = Instant::now();
-    let host = target.split(':').next().unwrap_or(target).to_owned();
+    let host = host_header
+        .map(str::to_owned)
+        .unwrap_or_else(|| target.split(':').next().unwrap_or(target).to_owned());
     loop {
         match get(target, &host) {
             Ok((200, body)) => *counts.by_color.entry(body.trim().to_owned()).or_default() += 1,
