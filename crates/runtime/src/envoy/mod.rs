@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod env;
+pub mod register;
 pub mod run;
 
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ pub enum EnvoyCommand {
     Bootstrap(BootstrapArgs),
     /// Run Envoy with that bootstrap: restart it with backoff if it crashes, forward signals,
     /// drain listeners on SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 impl EnvoyCommand {
@@ -33,7 +34,7 @@ impl EnvoyCommand {
                 print!("{}", bootstrap::render(&cfg));
                 Ok(ExitCode::SUCCESS)
             }
-            EnvoyCommand::Run(args) => run::run(args, &env::ProcessEnv),
+            EnvoyCommand::Run(args) => run::run(*args, &env::ProcessEnv),
         }
     }
 }
