@@ -3,7 +3,6 @@
 
 pub mod bootstrap;
 pub mod env;
-pub mod register;
 pub mod run;
 
 use std::process::ExitCode;
