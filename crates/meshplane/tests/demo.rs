@@ -86,8 +86,13 @@ fn run_demo(mode: &str) {
                     assert!(out.status.success(), "{cmd}: {out:?}");
                     applied_at = Some(Instant::now());
                 }
-                Some(t) if t.elapsed() > Duration::from_millis(2500) => after.push(w),
-                Some(_) => {}
+                // The change is live from the first window without red; every later
+                // window must stay that way.
+                Some(_) if !after.is_empty() || w.by_color.get("red") == Some(&0) => after.push(w),
+                Some(t) => assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "the weight change did not show within 5 s"
+                ),
             }
         } else if let Some(s) = line.strip_prefix("summary ") {
             summary = Counts::parse(&format!("counts {s}"));
