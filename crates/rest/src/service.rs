@@ -358,10 +358,10 @@ impl MeshService {
                     return Err(not_found(&mesh_id));
                 };
                 let view = self.load_mesh(&id.mesh).await?;
-                if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh) {
-                    if view.get(&parent).is_none() {
-                        return Err(not_found(&parent));
-                    }
+                if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh)
+                    && view.get(&parent).is_none()
+                {
+                    return Err(not_found(&parent));
                 }
                 if view.get(&id).is_some() {
                     return Err(ApiError::new(
@@ -419,10 +419,10 @@ impl MeshService {
         self.check_owner(&id.mesh, mesh_owner)?;
         if let Some((_, r)) = self.get_resource(id).await? {
             let mut body = self.data(&r, Status::Active);
-            if let Some(extra) = self.status.as_ref().and_then(|s| s.status_members(id)) {
-                if let Some(st) = body.get_mut("status").and_then(Value::as_object_mut) {
-                    st.extend(extra);
-                }
+            if let Some(extra) = self.status.as_ref().and_then(|s| s.status_members(id))
+                && let Some(st) = body.get_mut("status").and_then(Value::as_object_mut)
+            {
+                st.extend(extra);
             }
             return Ok(body);
         }
@@ -471,10 +471,10 @@ impl MeshService {
                     return Err(not_found(&mesh_id));
                 };
                 let view = self.load_mesh(&id.mesh).await?;
-                if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh) {
-                    if view.get(&parent).is_none() {
-                        return Err(not_found(&parent));
-                    }
+                if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh)
+                    && view.get(&parent).is_none()
+                {
+                    return Err(not_found(&parent));
                 }
                 if view.get(&id).is_none() {
                     return Err(not_found(&id));
@@ -611,6 +611,43 @@ impl MeshService {
         Err(ApiError::not_found(format!("resource {arn} not found")))
     }
 
+    /// Deletes clientToken records older than the idempotency TTL; returns how many went.
+    /// A record replaced meanwhile (its precondition fails) is left alone.
+    pub async fn prune_idempotency(&self) -> Result<usize, ApiError> {
+        let now = now_ms();
+        let mut removed = 0;
+        let mut start: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(keys::IDEMPOTENCY_PREFIX, start.as_deref(), 500)
+                .await
+                .map_err(store_err)?;
+            for kv in &page.items {
+                let expired = serde_json::from_slice::<IdempotencyRecord>(&kv.value)
+                    .map_or(true, |r| now - r.at_ms > self.cfg.idempotency_ttl_ms);
+                if expired {
+                    let txn = Txn {
+                        preconditions: vec![Precondition::ModRevision(
+                            kv.key.clone(),
+                            kv.mod_revision,
+                        )],
+                        ops: vec![Op::Delete {
+                            key: kv.key.clone(),
+                        }],
+                    };
+                    if self.commit(txn).await? {
+                        removed += 1;
+                    }
+                }
+            }
+            if !page.more {
+                return Ok(removed);
+            }
+            start = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+
     /// ListTagsForResource.
     pub async fn list_tags(
         &self,
@@ -736,13 +773,13 @@ impl MeshService {
         if !exists && count(id.kind) >= limit_n {
             return Err(limit(what, limit_n));
         }
-        if let Spec::VirtualNode(vn) = spec {
-            if vn.backends().len() > q.backends_per_virtual_node {
-                return Err(limit(
-                    "backends per virtual node",
-                    q.backends_per_virtual_node,
-                ));
-            }
+        if let Spec::VirtualNode(vn) = spec
+            && vn.backends().len() > q.backends_per_virtual_node
+        {
+            return Err(limit(
+                "backends per virtual node",
+                q.backends_per_virtual_node,
+            ));
         }
         Ok(())
     }

@@ -755,3 +755,39 @@ async fn concurrent_updates_of_one_resource_each_get_their_own_version() {
     );
     assert_eq!(api.get("/meshes/m").await.ok()["metadata"]["version"], 21);
 }
+
+#[tokio::test]
+async fn expired_client_tokens_are_pruned_and_live_ones_kept() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let fresh = MeshService::new(store.clone(), ApiConfig::default());
+    let expiring = MeshService::new(
+        store.clone(),
+        ApiConfig {
+            idempotency_ttl_ms: -1,
+            ..ApiConfig::default()
+        },
+    );
+    let api = Api {
+        router: meshplane_rest::router(fresh.clone(), Arc::new(ApiMetrics::unregistered())),
+    };
+    api.put("/meshes", json!({"meshName": "a", "clientToken": "t1"}))
+        .await
+        .ok();
+    api.put("/meshes", json!({"meshName": "b", "clientToken": "t2"}))
+        .await
+        .ok();
+    assert_eq!(
+        fresh.prune_idempotency().await.unwrap(),
+        0,
+        "live records are kept"
+    );
+    assert_eq!(
+        expiring.prune_idempotency().await.unwrap(),
+        2,
+        "expired records are deleted"
+    );
+    // The token is free again: reusing it with another body is no longer a conflict.
+    api.put("/meshes", json!({"meshName": "c", "clientToken": "t1"}))
+        .await
+        .ok();
+}
