@@ -37,9 +37,25 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(admin_port: u16, log: &std::path::Path, extra: &[&str]) -> Supervisor {
+        Self::start_with(
+            "mesh/m/virtualNode/n",
+            "127.0.0.1:1",
+            admin_port,
+            log,
+            extra,
+        )
+    }
+
+    fn start_with(
+        node: &str,
+        xds: &str,
+        admin_port: u16,
+        log: &std::path::Path,
+        extra: &[&str],
+    ) -> Supervisor {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
-            .args(["envoy", "run", "--node-id", "mesh/m/virtualNode/n"])
-            .args(["--xds-address", "127.0.0.1:1", "--admin-port"])
+            .args(["envoy", "run", "--node-id", node])
+            .args(["--xds-address", xds, "--admin-port"])
             .arg(admin_port.to_string())
             .arg("--envoy-binary")
             .arg(envoy_binary())
@@ -224,4 +240,131 @@ fn envoy_runs_as_the_proxy_uid() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A `meshplane serve` on loopback ports, killed on drop.
+struct Serve {
+    child: Child,
+    api: String,
+    xds: String,
+}
+
+impl Serve {
+    fn start(dir: &std::path::Path) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
+            .args(["serve", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut api, mut xds) = (String::new(), String::new());
+        while api.is_empty() || xds.is_empty() {
+            let l = lines.next().expect("serve exited").unwrap();
+            if let Some(a) = l.strip_prefix("listening api ") {
+                api = a.to_owned();
+            } else if let Some(x) = l.strip_prefix("listening xds ") {
+                xds = x.to_owned();
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Serve { child, api, xds }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_bootstrap_connects_to_meshplane_serve_over_delta_and_sotw() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    // Explicit mode (listeners on private loopback addresses): nothing binds 0.0.0.0 in the
+    // shared root namespace.
+    let seed = std::process::id() as u8;
+    let mut yaml =
+        String::from("kind: Mesh\nname: rt\nspec:\n  egressFilter:\n    type: DROP_ALL\n");
+    for (i, node) in ["delta", "sotw"].iter().enumerate() {
+        yaml.push_str(&format!(
+            "---\nkind: VirtualNode\nmesh: rt\nname: {node}\ntags:\n  \
+             meshplane.io/listen-address: \"127.{}.{seed}.{}\"\nspec:\n  listeners:\n    - \
+             portMapping:\n        port: 8080\n        protocol: http\n  serviceDiscovery:\n    \
+             dns:\n      hostname: {node}.rt.local\n",
+            200 + (seed % 50),
+            i + 1
+        ));
+    }
+    let mesh = dir.path().join("rt.yaml");
+    std::fs::write(&mesh, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshplane"))
+        .args(["apply", "-f"])
+        .arg(&mesh)
+        .args(["--endpoint", &serve.api])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut sups = vec![];
+    let mut ports = vec![];
+    for flavor in ["delta", "sotw"] {
+        let port = free_port();
+        let log = dir.path().join(format!("{flavor}-admin.log"));
+        let mut s = Supervisor::start_with(
+            &format!("mesh/rt/virtualNode/{flavor}"),
+            &serve.xds,
+            port,
+            &log,
+            &["--xds-api", flavor, "--drain-time-s", "0"],
+        );
+        s.next_envoy_pid();
+        sups.push(s);
+        ports.push(port);
+    }
+    // Both Envoys become LIVE (they got listeners and clusters from meshplane) ...
+    for port in &ports {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while admin_ready_state(*port).as_deref() != Some("LIVE") {
+            assert!(Instant::now() < deadline, "envoy :{port} never became LIVE");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // ... and the control plane sees each node on its flavour of stream.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "2"])
+        .arg(format!("{}/meshplane/v1/proxy-status", serve.api))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut flavors: Vec<(String, String)> = vec![];
+    let mut stack = vec![&v];
+    while let Some(x) = stack.pop() {
+        match x {
+            serde_json::Value::Object(m) => {
+                if let (Some(n), Some(f)) = (
+                    m.get("node").and_then(|n| n.as_str()),
+                    m.get("flavor").and_then(|f| f.as_str()),
+                ) {
+                    flavors.push((n.to_owned(), f.to_owned()));
+                }
+                stack.extend(m.values());
+            }
+            serde_json::Value::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
+    }
+    flavors.sort();
+    assert_eq!(
+        flavors,
+        vec![
+            ("mesh/rt/virtualNode/delta".to_owned(), "delta".to_owned()),
+            ("mesh/rt/virtualNode/sotw".to_owned(), "sotw".to_owned()),
+        ],
+        "proxy-status: {text}"
+    );
 }
