@@ -48,7 +48,17 @@ pub struct Procs(Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
+        // SIGTERM first so `envoy run` stops its Envoy and removes its bootstrap file.
         for c in self.0.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &c.id().to_string()])
+                .output();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in self.0.iter_mut().rev() {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
