@@ -122,3 +122,82 @@ fn run_demo(mode: &str) {
         "green share after the change: {green} ({after:?})"
     );
 }
+
+/// Ctrl-C (SIGINT) stops everything the demo started: the control plane, the Envoys, the
+/// backends, and (in netns mode) the namespaces.
+#[test]
+fn demo_stops_everything_on_ctrl_c() {
+    for mode in ["loopback", "netns"] {
+        let mut child = Command::new(BIN)
+            .args(["demo", "--mode", mode, "--rps", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let (mut api, mut front, mut ns_id, mut logs) = (None, None, None, None);
+        for line in lines.by_ref() {
+            if let Some(rest) = line.split("control plane API: ").nth(1) {
+                api = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.split("front Envoy on ").nth(1) {
+                front = rest.split(';').next().map(str::to_owned);
+            }
+            if let Some(rest) = line.split("namespaces mp-").nth(1) {
+                ns_id = rest.split('-').next().map(str::to_owned);
+            }
+            if let Some(rest) = line.split("logs: ").nth(1) {
+                logs = Some(rest.trim().to_owned());
+            }
+            if line.starts_with("window ") {
+                break;
+            }
+        }
+        let api = api.expect("no API line");
+        let logs = logs.expect("no logs line");
+        let st = Command::new("kill")
+            .args(["-s", "INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode}: demo did not stop on SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{mode}: {status}");
+        let refused = |addr: &str| {
+            let a: std::net::SocketAddr = addr.parse().unwrap();
+            std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err()
+        };
+        assert!(
+            refused(api.trim_start_matches("http://")),
+            "{mode}: API still up"
+        );
+        assert!(
+            !std::path::Path::new(&logs).exists(),
+            "{mode}: {logs} left behind"
+        );
+        if let Some(front) = front {
+            assert!(refused(&format!("{front}:8080")), "front Envoy still up");
+            let ip: std::net::Ipv4Addr = front.parse().unwrap();
+            let [a, b, c, _] = ip.octets();
+            for last in 11..=13 {
+                let backend = format!("{a}.{b}.{c}.{last}:8080");
+                assert!(refused(&backend), "backend {backend} still up");
+            }
+        }
+        if let Some(id) = ns_id {
+            let left = meshplane_runtime::sidecar::netns::leftovers(&id);
+            assert!(left.is_empty(), "namespaces left: {left:?}");
+        }
+        drop(lines);
+    }
+}
