@@ -174,6 +174,8 @@ async fn verify(http: &reqwest::Client, base: &str, ledger: &Ledger) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill() {
+    // Build (or find) the server first: the time bound below is for the test itself.
+    meshplane_compat::meshplane_bin();
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");

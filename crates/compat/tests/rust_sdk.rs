@@ -706,6 +706,55 @@ async fn rust_sdk_against_meshplane_serve() {
         .unwrap_err()
         .into_service_error();
     assert!(matches!(e, CreateMeshError::ConflictException(_)), "{e:?}");
+    // clientToken: a replay returns the first response, a different body is a conflict.
+    let token = "sdk-token-0001";
+    let first = c
+        .create_virtual_router()
+        .mesh_name(m)
+        .virtual_router_name("idem")
+        .spec(VirtualRouterSpec::builder().build())
+        .client_token(token)
+        .send()
+        .await
+        .expect("create with token");
+    let replay = c
+        .create_virtual_router()
+        .mesh_name(m)
+        .virtual_router_name("idem")
+        .spec(VirtualRouterSpec::builder().build())
+        .client_token(token)
+        .send()
+        .await
+        .expect("replay with token");
+    let uid = |o: &aws_sdk_appmesh::operation::create_virtual_router::CreateVirtualRouterOutput| {
+        let md = o.virtual_router().unwrap().metadata().unwrap();
+        (md.uid().to_owned(), md.version())
+    };
+    assert_eq!(uid(&first), uid(&replay));
+    let e = c
+        .create_virtual_router()
+        .mesh_name(m)
+        .virtual_router_name("idem2")
+        .spec(VirtualRouterSpec::builder().build())
+        .client_token(token)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        matches!(
+            e,
+            aws_sdk_appmesh::operation::create_virtual_router::CreateVirtualRouterError::ConflictException(_)
+        ),
+        "{e:?}"
+    );
+    c.delete_virtual_router()
+        .mesh_name(m)
+        .virtual_router_name("idem")
+        .send()
+        .await
+        .expect("delete idem router");
+
     // Enum and range violations the SDK does not check client-side.
     let bad = VirtualNodeSpec::builder()
         .listeners(
