@@ -14,6 +14,11 @@
 //!                                  SnapshotCache::set(node, snapshot)
 //! ```
 //!
+//! Registry instances (`cloudmap/instances/`, the Cloud Map-compatible registry of
+//! meshplane-discovery) come through a second watch merged into the same bursts; they feed
+//! the `Endpoints` given to the translator, and a changed instance recomputes only the nodes
+//! whose `Dependencies::cloud_map_services` name its service (the result differs in EDS only).
+//!
 //! Level-triggered: the loop rebuilds from current state, so a lost or merged event only
 //! delays a push, never corrupts it; a compacted watch triggers a full re-list.
 
@@ -21,12 +26,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use meshplane_discovery::EndpointIndex;
+use meshplane_discovery::keys as cloudmap_keys;
 use meshplane_model::{NodeId, ProxyKind, Resource, ResourceId, ResourceKind};
 use meshplane_rest::keys;
-use meshplane_store::{EventKind, Revision, Store, StoreError};
+use meshplane_store::{Event, EventKind, Revision, Store, StoreError, WatchStream};
 use meshplane_translate::{
-    Dependencies, Diagnostic, Endpoints, MeshSnapshot, ProxyConfig, TranslateOptions, dependencies,
-    translate_node,
+    CloudMapService, Dependencies, Diagnostic, Endpoints, MeshSnapshot, ProxyConfig,
+    TranslateOptions, dependencies, translate_node,
 };
 use meshplane_xds::{NodeKey, Snapshot, SnapshotCache};
 
@@ -59,6 +66,10 @@ pub struct ReconcileState {
     meshes: BTreeMap<String, MeshState>,
     /// Store revision the state reflects.
     pub revision: Revision,
+    /// Registry instances (Cloud Map), watched under `cloudmap/instances/`.
+    endpoint_index: EndpointIndex,
+    /// The translator's view of `endpoint_index`, rebuilt when an instance changes.
+    endpoints: Arc<Endpoints>,
 }
 
 #[derive(Default)]
@@ -125,6 +136,7 @@ impl Reconciler {
     async fn sync_and_follow(&self) -> Result<(), StoreError> {
         let started = Instant::now();
         let (resources, revision) = self.list_all().await?;
+        let (instances, cm_revision) = self.list_instances().await?;
         let mut by_mesh: BTreeMap<String, BTreeMap<ResourceId, Resource>> = BTreeMap::new();
         for r in resources {
             by_mesh
@@ -141,10 +153,13 @@ impl Reconciler {
                 entry.resources = by_mesh.remove(name).unwrap_or_default();
             }
             st.revision = revision;
+            st.endpoint_index
+                .reset(instances.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+            st.endpoints = Arc::new(st.endpoint_index.endpoints());
             names
         };
         for mesh in &meshes {
-            self.recompute(mesh, None, started).await;
+            self.recompute(mesh, None, None, started).await;
         }
         tracing::info!(
             revision,
@@ -154,8 +169,13 @@ impl Reconciler {
         );
 
         let mut watch = self.store.watch(keys::APPMESH_PREFIX, revision).await?;
+        // Registry instances come through a second watch, merged into the same bursts.
+        let mut cm_watch = self
+            .store
+            .watch(cloudmap_keys::INSTANCES, cm_revision)
+            .await?;
         loop {
-            let Some(first) = watch.recv().await else {
+            let Some(first) = next_event(&mut watch, &mut cm_watch).await else {
                 return Err(StoreError::Unavailable("watch closed".into()));
             };
             let burst_start = Instant::now();
@@ -167,17 +187,26 @@ impl Reconciler {
                     break;
                 }
                 let wait = DEBOUNCE_QUIET.min(deadline - now);
-                match tokio::time::timeout(wait, watch.recv()).await {
+                match tokio::time::timeout(wait, next_event(&mut watch, &mut cm_watch)).await {
                     Ok(Some(ev)) => events.push(ev?),
                     Ok(None) => return Err(StoreError::Unavailable("watch closed".into())),
                     Err(_) => break,
                 }
             }
             let mut changed: BTreeMap<String, BTreeSet<ResourceId>> = BTreeMap::new();
+            let mut changed_services: BTreeSet<CloudMapService> = BTreeSet::new();
             {
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 for ev in events {
                     st.revision = st.revision.max(ev.revision());
+                    if EndpointIndex::is_instance_key(&ev.kv.key) {
+                        let service = match ev.kind {
+                            EventKind::Put => st.endpoint_index.put(&ev.kv.key, &ev.kv.value),
+                            EventKind::Delete => st.endpoint_index.delete(&ev.kv.key),
+                        };
+                        changed_services.extend(service);
+                        continue;
+                    }
                     match ev.kind {
                         EventKind::Put => match keys::decode(&ev.kv.value) {
                             Ok(r) => {
@@ -213,8 +242,20 @@ impl Reconciler {
                     }
                 }
             }
-            for (mesh, ids) in changed {
-                self.recompute(&mesh, Some(&ids), burst_start).await;
+            let meshes: Vec<String> = {
+                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                if !changed_services.is_empty() {
+                    st.endpoints = Arc::new(st.endpoint_index.endpoints());
+                    st.meshes.keys().cloned().collect()
+                } else {
+                    changed.keys().cloned().collect()
+                }
+            };
+            let no_ids = BTreeSet::new();
+            for mesh in meshes {
+                let ids = changed.get(&mesh).unwrap_or(&no_ids);
+                self.recompute(&mesh, Some(ids), Some(&changed_services), burst_start)
+                    .await;
             }
         }
     }
@@ -245,14 +286,35 @@ impl Reconciler {
         Ok((out, revision.unwrap_or(0)))
     }
 
+    /// Every registry instance record (key, value) and the revision to watch from.
+    async fn list_instances(&self) -> Result<(Vec<(String, Vec<u8>)>, Revision), StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<String> = None;
+        let mut revision = None;
+        loop {
+            let page = self
+                .store
+                .list(cloudmap_keys::INSTANCES, start.as_deref(), LIST_PAGE)
+                .await?;
+            revision.get_or_insert(page.revision);
+            start = page.items.last().map(|kv| kv.key.clone());
+            out.extend(page.items.into_iter().map(|kv| (kv.key, kv.value)));
+            if !page.more {
+                break;
+            }
+        }
+        Ok((out, revision.unwrap_or(0)))
+    }
+
     /// Recomputes the proxies of `mesh` affected by `changed` (all of them when `None`).
     async fn recompute(
         &self,
         mesh: &str,
         changed: Option<&BTreeSet<ResourceId>>,
+        changed_services: Option<&BTreeSet<CloudMapService>>,
         written_at: Instant,
     ) {
-        let (snap, targets, removed) = {
+        let (snap, targets, removed, endpoints) = {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
             let Some(ms) = st.meshes.get(mesh) else {
                 return;
@@ -262,7 +324,11 @@ impl Reconciler {
             for name in snap.virtual_nodes.keys() {
                 let affected = match (changed, ms.nodes.get(name)) {
                     (None, _) | (_, None) => true,
-                    (Some(ids), Some(ns)) => ids.iter().any(|id| ns.deps.affected_by(id)),
+                    (Some(ids), Some(ns)) => {
+                        ids.iter().any(|id| ns.deps.affected_by(id))
+                            || changed_services
+                                .is_some_and(|s| !s.is_disjoint(&ns.deps.cloud_map_services))
+                    }
                 };
                 if affected {
                     let id = ResourceId::child(ResourceKind::VirtualNode, mesh, name.clone());
@@ -276,7 +342,7 @@ impl Reconciler {
                 .filter(|n| !snap.virtual_nodes.contains_key(*n))
                 .cloned()
                 .collect();
-            (Arc::new(snap), targets, removed)
+            (Arc::new(snap), targets, removed, st.endpoints.clone())
         };
         if targets.is_empty() && removed.is_empty() {
             return;
@@ -293,7 +359,7 @@ impl Reconciler {
                         kind: ProxyKind::VirtualNode,
                         name: name.clone(),
                     };
-                    let config = translate_node(&snap, &Endpoints::none(), &node, &options);
+                    let config = translate_node(&snap, &endpoints, &node, &options);
                     let deps = dependencies(&snap, &node);
                     let snapshot = build_snapshot(&config, written_at);
                     (name, node, deps, config, snapshot)
@@ -355,6 +421,14 @@ impl Reconciler {
                 },
             );
         }
+    }
+}
+
+/// The next event of either watch (`None` once either is closed).
+async fn next_event(a: &mut WatchStream, b: &mut WatchStream) -> Option<Result<Event, StoreError>> {
+    tokio::select! {
+        e = a.recv() => e,
+        e = b.recv() => e,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `meshplane serve`: the control plane process.
 //!
-//! Opens the embedded store under `--data-dir`, serves the App Mesh API (plus `/healthz`
+//! Opens the embedded store under `--data-dir`, serves the App Mesh API and the Cloud Map-compatible registry (plus `/healthz`
 //! and Prometheus `/metrics`) on `--api-listen`, and prints one line per bound listener
 //! on stdout (`listening api http://127.0.0.1:7080`) so that port 0 is usable by scripts.
 
@@ -170,14 +170,28 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
         state: state.clone(),
     };
 
-    let app: Router = meshplane_rest::router(service, api_metrics).merge(
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/metrics", get(metrics))
-            .route("/meshplane/v1/proxy-status", get(proxy_status))
-            .route("/meshplane/v1/proxy-config", get(proxy_config))
-            .with_state(ops),
+    // The Cloud Map-compatible registry (`POST /` with `X-Amz-Target`) shares the API port
+    // and the store; its lease sweeper deregisters instances whose TTL ran out.
+    let registry = meshplane_discovery::Registry::new(
+        store.clone(),
+        meshplane_discovery::RegistryConfig {
+            partition: args.partition.clone(),
+            region: args.region.clone(),
+            account_id: args.account_id.clone(),
+        },
     );
+    let sweeper_task = tokio::spawn(registry.clone().run_sweeper());
+
+    let app: Router = meshplane_rest::router(service, api_metrics)
+        .merge(meshplane_discovery::http::router(registry))
+        .merge(
+            Router::new()
+                .route("/healthz", get(healthz))
+                .route("/metrics", get(metrics))
+                .route("/meshplane/v1/proxy-status", get(proxy_status))
+                .route("/meshplane/v1/proxy-config", get(proxy_config))
+                .with_state(ops),
+        );
 
     let api = tokio::net::TcpListener::bind(args.api_listen)
         .await
@@ -217,6 +231,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
         .await?;
     xds.close_streams();
     reconcile_task.abort();
+    sweeper_task.abort();
     match xds_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "xds server ended with an error"),
         Err(e) => tracing::warn!(error = %e, "xds server task failed"),

@@ -284,10 +284,14 @@ pub(crate) fn ensure_egress_cluster(
                 .map(|a| (a.key.clone(), a.value.clone()))
                 .collect();
             let v6 = is_v6(pref.as_ref());
-            let eps = ctx
-                .endpoints
-                .matching(&service, &filter)
+            // UNHEALTHY instances are left out. When none of the matching instances is
+            // healthy, all of them are sent (still marked UNHEALTHY): Envoy's panic mode then
+            // balances over all of them, failing open like Cloud Map's HEALTHY_OR_ELSE_ALL.
+            let matching = ctx.endpoints.matching(&service, &filter);
+            let any_healthy = matching.iter().any(|i| i.healthy);
+            let eps = matching
                 .into_iter()
+                .filter(|i| i.healthy || !any_healthy)
                 .filter_map(|i| {
                     let (v4a, v6a) = (valid_ip(i.ipv4.as_deref()), valid_ip(i.ipv6.as_deref()));
                     // The preferred family first, else whichever valid address there is.

@@ -42,7 +42,9 @@ pub struct Instance {
     pub port: Option<u32>,
     /// All custom attributes (matched against the node's `attributes`).
     pub attributes: BTreeMap<String, String>,
-    /// Health as reported by the registry; unhealthy instances are sent as `UNHEALTHY`.
+    /// Health as reported by the registry. Unhealthy instances are left out of the assignment,
+    /// unless none of the matching instances is healthy: then all are sent, marked `UNHEALTHY`
+    /// (Envoy's panic mode balances over them: fail-open, like `HEALTHY_OR_ELSE_ALL`).
     pub healthy: bool,
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod env;
+pub mod register;
 pub mod run;
 
 use std::process::ExitCode;

@@ -45,6 +45,8 @@ pub struct RunArgs {
     /// project's .venv]
     #[arg(long)]
     pub envoy_binary: Option<PathBuf>,
+    #[command(flatten)]
+    pub register: super::register::RegisterArgs,
     /// Extra arguments for Envoy, after `--`.
     #[arg(last = true)]
     pub envoy_args: Vec<String>,
@@ -60,6 +62,8 @@ pub struct RunConfig {
     pub proxy_uid: Option<u32>,
     pub proxy_gid: Option<u32>,
     pub extra_args: Vec<String>,
+    /// `--register`: the instance to keep in the registry while Envoy runs.
+    pub register: Option<super::register::Registration>,
 }
 
 // === impl RunConfig ===
@@ -97,6 +101,7 @@ impl RunConfig {
             },
         };
         let envoy = find_envoy(args.envoy_binary.as_deref(), env);
+        let register = super::register::Registration::resolve(&args.register)?;
         let bootstrap = match (bootstrap, p.into_result()) {
             (Ok(b), Ok(())) => b,
             (Err(a), Err(b)) => anyhow::bail!("{a}; {b}"),
@@ -110,6 +115,7 @@ impl RunConfig {
             proxy_uid: args.proxy_uid,
             proxy_gid: args.proxy_gid.or(args.proxy_uid),
             extra_args: args.envoy_args.clone(),
+            register,
         })
     }
 
@@ -214,6 +220,24 @@ pub async fn supervise(cfg: RunConfig) -> anyhow::Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let argv = cfg.envoy_argv(&file.0);
+    // --register: once Envoy is ready, register and heartbeat (across Envoy restarts);
+    // deregistered below on SIGTERM/SIGINT before draining, or when Envoy is gone for good.
+    let lease = cfg.register.clone().map(|r| {
+        let admin = admin_addr(&cfg.bootstrap);
+        tokio::spawn(async move {
+            if let Err(e) = r.keep_alive(admin).await {
+                eprintln!("meshplane: registration failed: {e:#}");
+            }
+        })
+    });
+    let deregister = || async {
+        if let Some(l) = &lease {
+            l.abort();
+        }
+        if let Some(r) = &cfg.register {
+            r.deregister().await;
+        }
+    };
     let mut restarts = 0u32;
     loop {
         let mut cmd = tokio::process::Command::new(&cfg.envoy);
@@ -233,6 +257,7 @@ pub async fn supervise(cfg: RunConfig) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 status = child.wait() => break status?,
                 _ = sigterm.recv() => {
+                    deregister().await;
                     eprintln!(
                         "meshplane: SIGTERM, draining listeners for {}s",
                         cfg.drain_time.as_secs()
@@ -245,6 +270,7 @@ pub async fn supervise(cfg: RunConfig) -> anyhow::Result<ExitCode> {
                     return Ok(code);
                 }
                 _ = sigint.recv() => {
+                    deregister().await;
                     let code = stop(&mut child, pid, "INT").await;
                     return Ok(code);
                 }
@@ -253,6 +279,7 @@ pub async fn supervise(cfg: RunConfig) -> anyhow::Result<ExitCode> {
         };
         if restarts >= cfg.restart_count {
             eprintln!("meshplane: envoy exited ({status}), not restarting");
+            deregister().await;
             return Ok(exit_code(status));
         }
         let backoff = FIRST_BACKOFF
@@ -326,6 +353,16 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
         Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
         None => ExitCode::FAILURE,
     }
+}
+
+/// Envoy's admin address as a client reaches it (a wildcard bind means loopback).
+fn admin_addr(cfg: &BootstrapConfig) -> std::net::SocketAddr {
+    let ip = match cfg.admin_address.as_str() {
+        "0.0.0.0" => std::net::IpAddr::from([127, 0, 0, 1]),
+        "::" => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        h => h.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+    };
+    std::net::SocketAddr::new(ip, cfg.admin_port)
 }
 
 /// `POST /drain_listeners?graceful` on Envoy's admin port.

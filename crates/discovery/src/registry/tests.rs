@@ -1,0 +1,256 @@
+//! Registry rules against the in-memory store: revisions, health, leases, discovery filters.
+
+use std::sync::Arc;
+
+use meshplane_store::MemoryStore;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn registry() -> Registry {
+    Registry::new(Arc::new(MemoryStore::new()), RegistryConfig::default())
+}
+
+async fn ok(r: &Registry, op: &str, body: Value) -> Value {
+    match r.call(op, body.clone()).await {
+        Ok(v) => v,
+        Err(e) => panic!("{op} {body}: {e}"),
+    }
+}
+
+async fn err(r: &Registry, op: &str, body: Value) -> ErrorCode {
+    match r.call(op, body.clone()).await {
+        Ok(v) => panic!("{op} {body} should fail, got {v}"),
+        Err(e) => e.code,
+    }
+}
+
+/// Namespace `apps`, service `b` (custom health when `custom`); returns the service id.
+async fn setup(r: &Registry, custom: bool) -> String {
+    let op = ok(r, "CreateHttpNamespace", json!({"Name": "apps"})).await;
+    let got = ok(r, "GetOperation", json!({"OperationId": op["OperationId"]})).await;
+    assert_eq!(got["Operation"]["Status"], "SUCCESS");
+    let ns = got["Operation"]["Targets"]["NAMESPACE"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut req = json!({"Name": "b", "NamespaceId": ns});
+    if custom {
+        req["HealthCheckCustomConfig"] = json!({});
+    }
+    let svc = ok(r, "CreateService", req).await;
+    svc["Service"]["Id"].as_str().unwrap().to_owned()
+}
+
+async fn register(r: &Registry, svc: &str, id: &str, attrs: Value) {
+    ok(
+        r,
+        "RegisterInstance",
+        json!({"ServiceId": svc, "InstanceId": id, "Attributes": attrs}),
+    )
+    .await;
+}
+
+async fn revision(r: &Registry) -> u64 {
+    let v = ok(
+        r,
+        "DiscoverInstancesRevision",
+        json!({"NamespaceName": "apps", "ServiceName": "b"}),
+    )
+    .await;
+    v["InstancesRevision"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn instances_revision_moves_on_membership_not_on_health() {
+    let r = registry();
+    let svc = setup(&r, true).await;
+    let r0 = revision(&r).await;
+    register(&r, &svc, "i-1", json!({"AWS_INSTANCE_IPV4": "10.0.0.1"})).await;
+    let r1 = revision(&r).await;
+    assert!(r1 > r0);
+    // Same attributes again: a renewal, not a change.
+    register(&r, &svc, "i-1", json!({"AWS_INSTANCE_IPV4": "10.0.0.1"})).await;
+    assert_eq!(revision(&r).await, r1);
+    ok(
+        &r,
+        "UpdateInstanceCustomHealthStatus",
+        json!({"ServiceId": svc, "InstanceId": "i-1", "Status": "UNHEALTHY"}),
+    )
+    .await;
+    assert_eq!(revision(&r).await, r1);
+    let d = ok(
+        &r,
+        "DiscoverInstances",
+        json!({"NamespaceName": "apps", "ServiceName": "b"}),
+    )
+    .await;
+    assert_eq!(
+        d["Instances"].as_array().unwrap().len(),
+        0,
+        "HEALTHY is the default filter"
+    );
+    let d = ok(
+        &r,
+        "DiscoverInstances",
+        json!({"NamespaceName": "apps", "ServiceName": "b", "HealthStatus": "HEALTHY_OR_ELSE_ALL"}),
+    )
+    .await;
+    assert_eq!(d["Instances"][0]["HealthStatus"], "UNHEALTHY");
+    ok(
+        &r,
+        "DeregisterInstance",
+        json!({"ServiceId": svc, "InstanceId": "i-1"}),
+    )
+    .await;
+    assert!(revision(&r).await > r1);
+}
+
+#[tokio::test]
+async fn custom_health_needs_the_service_config() {
+    let r = registry();
+    let svc = setup(&r, false).await;
+    register(&r, &svc, "i-1", json!({"AWS_INSTANCE_IPV4": "10.0.0.1"})).await;
+    assert_eq!(
+        err(
+            &r,
+            "UpdateInstanceCustomHealthStatus",
+            json!({"ServiceId": svc, "InstanceId": "i-1", "Status": "UNHEALTHY"})
+        )
+        .await,
+        ErrorCode::CustomHealthNotFound
+    );
+    let s = ok(&r, "GetInstancesHealthStatus", json!({"ServiceId": svc})).await;
+    assert_eq!(s["Status"]["i-1"], "UNKNOWN");
+}
+
+#[tokio::test]
+async fn leases_expire_and_heartbeats_renew_them() {
+    let r = registry();
+    let svc = setup(&r, true).await;
+    register(
+        &r,
+        &svc,
+        "leased",
+        json!({"AWS_INSTANCE_IPV4": "10.0.0.1", TTL_ATTRIBUTE: "5"}),
+    )
+    .await;
+    register(
+        &r,
+        &svc,
+        "forever",
+        json!({"AWS_INSTANCE_IPV4": "10.0.0.2"}),
+    )
+    .await;
+    let now = now_ms();
+    let (removed, next) = r.sweep_expired_at(now).await.unwrap();
+    assert_eq!(removed, 0);
+    assert!(next.is_some_and(|n| n > now + 4000 && n <= now + 6000));
+    let before = revision(&r).await;
+    let (removed, next) = r.sweep_expired_at(now + 6000).await.unwrap();
+    assert_eq!((removed, next), (1, None));
+    assert!(revision(&r).await > before);
+    assert_eq!(
+        err(
+            &r,
+            "GetInstance",
+            json!({"ServiceId": svc, "InstanceId": "leased"})
+        )
+        .await,
+        ErrorCode::InstanceNotFound
+    );
+    assert_eq!(
+        err(
+            &r,
+            "RegisterInstance",
+            json!({"ServiceId": svc, "InstanceId": "x", "Attributes": {TTL_ATTRIBUTE: "0"}})
+        )
+        .await,
+        ErrorCode::InvalidInput
+    );
+}
+
+#[tokio::test]
+async fn query_and_optional_parameters() {
+    let r = registry();
+    let svc = setup(&r, false).await;
+    register(
+        &r,
+        &svc,
+        "v1",
+        json!({"AWS_INSTANCE_IPV4": "10.0.0.1", "version": "v1", "zone": "a"}),
+    )
+    .await;
+    register(
+        &r,
+        &svc,
+        "v2",
+        json!({"AWS_INSTANCE_IPV4": "10.0.0.2", "version": "v2", "zone": "b"}),
+    )
+    .await;
+    let ids = |v: Value| -> Vec<String> {
+        v["Instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["InstanceId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let base = json!({"NamespaceName": "apps", "ServiceName": "b"});
+    let mut q = base.clone();
+    q["QueryParameters"] = json!({"version": "v2"});
+    assert_eq!(ids(ok(&r, "DiscoverInstances", q).await), ["v2"]);
+    let mut q = base.clone();
+    q["OptionalParameters"] = json!({"zone": "c"});
+    assert_eq!(
+        ids(ok(&r, "DiscoverInstances", q).await),
+        ["v1", "v2"],
+        "no match: ignored"
+    );
+    let mut q = base.clone();
+    q["OptionalParameters"] = json!({"zone": "a"});
+    assert_eq!(ids(ok(&r, "DiscoverInstances", q).await), ["v1"]);
+    let mut q = base.clone();
+    q["MaxResults"] = json!(1);
+    assert_eq!(ids(ok(&r, "DiscoverInstances", q).await).len(), 1);
+}
+
+#[tokio::test]
+async fn in_use_and_not_found() {
+    let r = registry();
+    let svc = setup(&r, false).await;
+    register(&r, &svc, "i-1", json!({})).await;
+    let ns = ok(&r, "GetService", json!({"Id": svc})).await["Service"]["NamespaceId"].clone();
+    assert_eq!(
+        err(&r, "DeleteService", json!({"Id": svc})).await,
+        ErrorCode::ResourceInUse
+    );
+    assert_eq!(
+        err(&r, "DeleteNamespace", json!({"Id": ns})).await,
+        ErrorCode::ResourceInUse
+    );
+    ok(
+        &r,
+        "DeregisterInstance",
+        json!({"ServiceId": svc, "InstanceId": "i-1"}),
+    )
+    .await;
+    ok(&r, "DeleteService", json!({"Id": svc})).await;
+    ok(&r, "DeleteNamespace", json!({"Id": ns})).await;
+    assert_eq!(
+        err(&r, "GetNamespace", json!({"Id": ns})).await,
+        ErrorCode::NamespaceNotFound
+    );
+    assert_eq!(
+        err(&r, "GetService", json!({"Id": svc})).await,
+        ErrorCode::ServiceNotFound
+    );
+    assert_eq!(
+        err(&r, "GetOperation", json!({"OperationId": "nope"})).await,
+        ErrorCode::OperationNotFound
+    );
+    assert_eq!(
+        err(&r, "Frobnicate", json!({})).await,
+        ErrorCode::UnknownOperationException
+    );
+}
