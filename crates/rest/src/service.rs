@@ -353,32 +353,7 @@ impl MeshService {
                     meshes.revision,
                 ));
             } else {
-                let mesh_id = ResourceId::mesh(id.mesh.clone());
-                let Some((mesh_kv, _)) = self.get_resource(&mesh_id).await? else {
-                    return Err(not_found(&mesh_id));
-                };
-                let view = self.load_mesh(&id.mesh).await?;
-                if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh)
-                    && view.get(&parent).is_none()
-                {
-                    return Err(not_found(&parent));
-                }
-                if view.get(&id).is_some() {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        format!("{} already exists", describe_id(&id)),
-                    ));
-                }
-                self.check_quota(&view, &id, &input.spec)?;
-                check_references(&view, &id, &input.spec)?;
-                txn.preconditions.push(Precondition::ModRevision(
-                    mesh_kv.key.clone(),
-                    mesh_kv.mod_revision,
-                ));
-                txn.preconditions.push(Precondition::PrefixUnchangedSince(
-                    keys::mesh_contents_prefix(&id.mesh),
-                    view.revision,
-                ));
+                txn.preconditions = self.check_child_write(&id, &input.spec, false).await?;
             }
             txn.preconditions.push(Precondition::Absent(key.clone()));
             let now = now_ms();
@@ -408,6 +383,44 @@ impl MeshService {
             }
         }
         Err(Self::too_contended())
+    }
+
+    /// The checks shared by creating (`exists == false`) and updating (`exists == true`) a
+    /// resource inside a mesh: the mesh and the parent exist, the resource does (not) exist
+    /// yet, quotas and references hold. Returns the preconditions that make the decision
+    /// atomic with the write: the mesh unchanged and nothing in it changed since the read.
+    async fn check_child_write(
+        &self,
+        id: &ResourceId,
+        spec: &Spec,
+        exists: bool,
+    ) -> Result<Vec<Precondition>, ApiError> {
+        let mesh_id = ResourceId::mesh(id.mesh.clone());
+        let Some((mesh_kv, _)) = self.get_resource(&mesh_id).await? else {
+            return Err(not_found(&mesh_id));
+        };
+        let view = self.load_mesh(&id.mesh).await?;
+        if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh)
+            && view.get(&parent).is_none()
+        {
+            return Err(not_found(&parent));
+        }
+        match (exists, view.get(id).is_some()) {
+            (false, true) => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("{} already exists", describe_id(id)),
+                ));
+            }
+            (true, false) => return Err(not_found(id)),
+            _ => {}
+        }
+        self.check_quota(&view, id, spec)?;
+        check_references(&view, id, spec)?;
+        Ok(vec![
+            Precondition::ModRevision(mesh_kv.key, mesh_kv.mod_revision),
+            Precondition::PrefixUnchangedSince(keys::mesh_contents_prefix(&id.mesh), view.revision),
+        ])
     }
 
     /// DescribeMesh, DescribeVirtualNode, ...
@@ -466,27 +479,7 @@ impl MeshService {
                     .await?
                     .ok_or_else(|| not_found(&id))?
             } else {
-                let mesh_id = ResourceId::mesh(id.mesh.clone());
-                let Some((mesh_kv, _)) = self.get_resource(&mesh_id).await? else {
-                    return Err(not_found(&mesh_id));
-                };
-                let view = self.load_mesh(&id.mesh).await?;
-                if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh)
-                    && view.get(&parent).is_none()
-                {
-                    return Err(not_found(&parent));
-                }
-                if view.get(&id).is_none() {
-                    return Err(not_found(&id));
-                }
-                self.check_quota(&view, &id, &input.spec)?;
-                check_references(&view, &id, &input.spec)?;
-                txn.preconditions
-                    .push(Precondition::ModRevision(mesh_kv.key, mesh_kv.mod_revision));
-                txn.preconditions.push(Precondition::PrefixUnchangedSince(
-                    keys::mesh_contents_prefix(&id.mesh),
-                    view.revision,
-                ));
+                txn.preconditions = self.check_child_write(&id, &input.spec, true).await?;
                 self.get_resource(&id)
                     .await?
                     .ok_or_else(|| not_found(&id))?
