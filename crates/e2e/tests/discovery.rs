@@ -1,7 +1,8 @@
 //! The Cloud Map-compatible registry through real Envoy: registered instances become EDS
 //! endpoints, health and membership changes go out as EDS only, an attribute filter selects
-//! a canary, deregistration under load fails no request, and a leased (TTL) instance whose
-//! owner stops heartbeating disappears by itself.
+//! a canary, deregistration under load fails no request, a leased (TTL) instance whose
+//! owner stops heartbeating disappears by itself, and `meshplane envoy run --register`
+//! registers once Envoy is ready, heartbeats, and deregisters on SIGTERM before draining.
 //!
 //! Registry calls are plain AWS JSON 1.1 requests (`POST /`, `X-Amz-Target`), as the AWS
 //! SDKs send them (the CLI and boto3 are exercised in meshplane-compat).
@@ -432,4 +433,115 @@ async fn leased_instance_disappears_when_its_owner_dies() {
         (status, v["__type"].as_str()),
         (404, Some("InstanceNotFound"))
     );
+}
+
+/// Kills the supervisor (and its Envoy process group) if the test ends early.
+struct Supervised(std::process::Child);
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_run_register_keeps_the_instance_while_envoy_runs() {
+    let cp = ControlPlane::start().await;
+    let api = api_addr(&cp);
+    let svc = registry(api).await;
+    let port = free_port();
+    mesh(&cp, port).await;
+    let admin_port = free_port();
+    let tmp = std::env::temp_dir().join(format!("meshplane-register-{}.log", std::process::id()));
+    let child = std::process::Command::new(meshplane_testkit::control_plane::meshplane_binary())
+        .args(["envoy", "run", "--node-id", "mesh/cm/virtualNode/front"])
+        .args(["--xds-address", &cp.xds_addr().to_string()])
+        .args(["--admin-port", &admin_port.to_string()])
+        .arg("--envoy-binary")
+        .arg(meshplane_testkit::envoy_binary())
+        .args(["--drain-time-s", "3", "--register"])
+        .args(["--register-endpoint", &cp.api_url()])
+        .args([
+            "--register-namespace",
+            "apps.local",
+            "--register-service",
+            "b",
+        ])
+        .args([
+            "--register-instance-id",
+            "self",
+            "--register-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--register-port",
+            "9999",
+            "--register-attribute",
+            "version=v3",
+        ])
+        .args(["--register-ttl-s", "2"])
+        .env("ENVOY_ADMIN_ACCESS_LOG_FILE", &tmp)
+        .env("ENVOY_LOG_LEVEL", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn meshplane envoy run");
+    let mut sup = Supervised(child);
+    let get = json!({"ServiceId": svc, "InstanceId": "self"});
+
+    // Registered once Envoy is ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let inst = loop {
+        let (status, v) = cloud_map(api, "GetInstance", get.clone()).await;
+        if status == 200 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never registered: {status} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let attrs = &inst["Instance"]["Attributes"];
+    assert_eq!(attrs["AWS_INSTANCE_IPV4"], "127.0.0.1");
+    assert_eq!(attrs["AWS_INSTANCE_PORT"], "9999");
+    assert_eq!(attrs["version"], "v3");
+    assert_eq!(attrs["MESHPLANE_INSTANCE_TTL"], "2");
+
+    // Heartbeats outlive several TTLs.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, v) = cloud_map(api, "GetInstance", get.clone()).await;
+    assert_eq!(status, 200, "lease lost despite heartbeats: {v}");
+
+    // SIGTERM: deregistered at once, while the supervisor is still draining (3 s).
+    let pid = sup.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let signalled = Instant::now();
+    loop {
+        let (status, _) = cloud_map(api, "GetInstance", get.clone()).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(1500),
+            "still registered {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sup.0.try_wait().expect("try_wait").is_none(),
+        "the supervisor should still be draining after deregistering"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sup.0.try_wait().expect("try_wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "supervisor did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&tmp);
 }
