@@ -420,6 +420,9 @@ async fn leased_instance_disappears_when_its_owner_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let gone_after = died.elapsed();
+    println!(
+        "leased instance left Envoy's endpoints {gone_after:?} after its last heartbeat stopped (TTL {TTL:?})"
+    );
     assert!(gone_after <= TTL + Duration::from_secs(1), "{gone_after:?}");
     let r = main.load("/").requests(50).concurrency(4).run().await;
     assert_eq!(r.count("stable"), 50, "{:?}", r.by_body);

@@ -254,3 +254,68 @@ async fn in_use_and_not_found() {
         ErrorCode::UnknownOperationException
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_are_all_kept() {
+    let r = registry();
+    let svc = setup(&r, false).await;
+    let before = revision(&r).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (r, svc) = (r.clone(), svc.clone());
+            tokio::spawn(async move {
+                let attrs = json!({"AWS_INSTANCE_IPV4": format!("10.0.1.{i}")});
+                register(&r, &svc, &format!("i-{i}"), attrs).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let listed = ok(&r, "ListInstances", json!({"ServiceId": svc})).await;
+    assert_eq!(listed["Instances"].as_array().unwrap().len(), 20);
+    let s = ok(&r, "GetService", json!({"Id": svc})).await;
+    assert_eq!(s["Service"]["InstanceCount"], 20);
+    assert!(revision(&r).await > before);
+}
+
+#[tokio::test]
+async fn endpoint_index_reports_changed_services_only() {
+    use crate::endpoints::EndpointIndex;
+    let rec = |ip: &str, health: Option<Health>| InstanceRecord {
+        id: "i-1".into(),
+        service_id: "srv-1".into(),
+        namespace_name: "apps".into(),
+        service_name: "b".into(),
+        attributes: [
+            ("AWS_INSTANCE_IPV6".to_owned(), ip.to_owned()),
+            ("AWS_INSTANCE_PORT".to_owned(), "8080".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        creator_request_id: None,
+        health,
+        ttl_ms: Some(1000),
+        expires_ms: Some(1),
+    };
+    let mut idx = EndpointIndex::default();
+    let key = keys::instance("srv-1", "i-1");
+    let put = |r: &InstanceRecord| serde_json::to_vec(r).unwrap();
+    assert!(idx.put(&key, &put(&rec("::1", None))).is_some());
+    // A renewal (only the lease moved) changes nothing the translator sees.
+    let mut renewed = rec("::1", None);
+    renewed.expires_ms = Some(2);
+    assert!(idx.put(&key, &put(&renewed)).is_none());
+    assert!(
+        idx.put(&key, &put(&rec("::1", Some(Health::Unhealthy))))
+            .is_some()
+    );
+    let e = idx.endpoints();
+    let inst = &e.services.values().next().unwrap()[0];
+    assert_eq!(
+        (inst.ipv6.as_deref(), inst.port, inst.healthy),
+        (Some("::1"), Some(8080), false)
+    );
+    assert!(idx.delete(&key).is_some());
+    assert!(idx.is_empty());
+}
