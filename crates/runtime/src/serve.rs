@@ -182,7 +182,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
     );
     let sweeper_task = tokio::spawn(registry.clone().run_sweeper());
 
-    let app: Router = meshplane_rest::router(service, api_metrics)
+    let app: Router = meshplane_rest::router(service.clone(), api_metrics)
         .merge(meshplane_discovery::http::router(registry))
         .merge(
             Router::new()
@@ -215,6 +215,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
     });
 
     let reconcile_task = tokio::spawn(reconciler.run());
+    let prune_task = tokio::spawn(prune_client_tokens(service.clone()));
     tokio::spawn(xds_metrics.run(xds.clone()));
     let xds_task = tokio::spawn({
         let xds = xds.clone();
@@ -231,6 +232,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
         .await?;
     xds.close_streams();
     reconcile_task.abort();
+    prune_task.abort();
     sweeper_task.abort();
     match xds_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "xds server ended with an error"),
@@ -239,6 +241,20 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Deletes expired clientToken records every 10 minutes (they live 24 h), so their number
+/// stays bounded by the write rate of one day.
+async fn prune_client_tokens(service: MeshService) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match service.prune_idempotency().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired clientToken records pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning clientToken records failed"),
+        }
+    }
 }
 
 /// Prints a line on stdout and flushes it, for scripts waiting on the bound address.
