@@ -326,8 +326,8 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         shift_file.display()
     );
     println!(
-        "  aws appmesh update-route --endpoint-url {api} --mesh-name colorapp \
-         --virtual-router-name color-router --route-name color-route --spec '{}'",
+        "  aws appmesh update-route --endpoint-url {api} --region us-east-1 --no-sign-request \
+         --mesh-name colorapp --virtual-router-name color-router --route-name color-route --spec '{}'",
         route_spec_json(&[("red", 0), ("blue", 50), ("green", 50)])
     );
     let _ = std::io::stdout().flush();
