@@ -173,6 +173,13 @@ pub fn proxy_status_json(p: &ProxyStatus) -> Value {
                 "acks": t.acks,
                 "nacks": t.nacks,
             });
+            // Epoch seconds (ms precision): lets tools compute write -> ACK per proxy.
+            if let Some(at) = t.sent_at {
+                o["sentAt"] = epoch(at);
+            }
+            if let Some(at) = t.acked_at {
+                o["ackedAt"] = epoch(at);
+            }
             if let Some(n) = &t.last_nack {
                 o["lastNack"] =
                     json!({"version": n.version, "message": n.message, "at": epoch(n.at)});

@@ -1,0 +1,140 @@
+//! `meshplane-bench`: the scale benchmark of meshplane's xDS path (see `docs/benchmarks.md`).
+//!
+//! ```text
+//!  meshplane-bench xds ──spawns──▶ meshplane serve (child: fresh data dir, quotas raised)
+//!        │  REST: generated mesh, route weight changes (mesh::Api)
+//!        │  ADS:  N simulated Envoys (proxy::Fleet), SotW and delta, 100 streams/connection
+//!        ▼
+//!  table on stdout + --json FILE: convergence p50/p90/p99/max, initial sync, resync after
+//!  restart, RSS per proxy, CPU, bytes per proxy, pushes by type, lost updates
+//! ```
+//!
+//! Kept out of the `meshplane` binary so the product stays lean; it depends on the product
+//! only through its wire interfaces (App Mesh REST, ADS, `/metrics`, proxy status).
+#![forbid(unsafe_code)]
+
+mod mesh;
+mod proxy;
+mod rng;
+mod scenario;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Scale benchmark for meshplane's xDS path.
+#[derive(Debug, Parser)]
+#[command(name = "meshplane-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulated Envoys against a control plane: convergence, memory, reconnect storms.
+    Xds(Box<XdsArgs>),
+}
+
+/// Which measurement to run after the initial sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// (a) Route weight changes: mesh-wide (every proxy) and scoped (one service's callers).
+    RouteChange,
+    /// (b) Sustained churn: `--churn-rate` route changes per second for `--churn-seconds`.
+    Churn,
+    /// (c) Endpoint churn through the Cloud Map registry (when the server serves it).
+    EndpointChurn,
+    /// (d) Kill the control plane, restart it on the same data, measure the resync.
+    ReconnectStorm,
+    /// (e) Real Envoys next to the simulated ones, one mesh-wide change.
+    RealEnvoy,
+}
+
+/// Flags of `meshplane-bench xds`.
+#[derive(Debug, clap::Args)]
+pub struct XdsArgs {
+    /// Simulated proxies (ADS streams).
+    #[arg(long, default_value_t = 1000)]
+    pub proxies: usize,
+    /// Virtual nodes (and services, routers, routes) of the generated mesh; proxies are
+    /// spread over the nodes round-robin.
+    #[arg(long, default_value_t = 100)]
+    pub virtual_nodes: usize,
+    /// Fraction of proxies speaking delta xDS (the rest state of the world).
+    #[arg(long, default_value_t = 0.5)]
+    pub delta_fraction: f64,
+    /// Fraction of proxies that reject (NACK) every route update after their initial sync;
+    /// they are left out of convergence and lost-update counts.
+    #[arg(long, default_value_t = 0.0)]
+    pub nack_fraction: f64,
+    /// Seed of the mesh, the flavours and the change sequence.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// What to measure after the initial sync.
+    #[arg(long, value_enum, default_value_t = Scenario::RouteChange)]
+    pub scenario: Scenario,
+    /// An already running control plane's API (`http://HOST:PORT`); needs `--xds`. Without
+    /// it the bench starts its own `meshplane serve`.
+    #[arg(long, requires = "xds")]
+    pub endpoint: Option<String>,
+    /// The xDS address of `--endpoint`.
+    #[arg(long)]
+    pub xds: Option<std::net::SocketAddr>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The `meshplane` binary to start (default: `$MESHPLANE_BIN`, else next to this binary).
+    #[arg(long, env = "MESHPLANE_BIN")]
+    pub meshplane: Option<PathBuf>,
+    /// ADS streams per HTTP/2 connection (Envoys each have their own; 100 keeps the
+    /// bench's file descriptors and ports reasonable).
+    #[arg(long, default_value_t = 100)]
+    pub streams_per_conn: usize,
+    /// Mesh-wide changes, then as many scoped changes (route-change).
+    #[arg(long, default_value_t = 3)]
+    pub changes: usize,
+    /// Route changes per second (churn).
+    #[arg(long, default_value_t = 100.0)]
+    pub churn_rate: f64,
+    /// Duration of the churn, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub churn_seconds: u64,
+    /// Real Envoys (real-envoy).
+    #[arg(long, default_value_t = 20)]
+    pub real_envoys: usize,
+    /// Concurrent API requests while creating the mesh.
+    #[arg(long, default_value_t = 16)]
+    pub api_concurrency: usize,
+    /// Log filter of the started control plane.
+    #[arg(long, default_value = "warn")]
+    pub server_log: String,
+    /// How long to wait for any one phase (sync, convergence) before giving up on it.
+    #[arg(long, default_value_t = 120)]
+    pub phase_timeout_s: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Xds(args) = cli.command;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(scenario::run(*args)) {
+        Ok(ok) if ok => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

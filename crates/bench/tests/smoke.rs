@@ -1,0 +1,74 @@
+//! Keeps the bench tool working: a tiny run (20 proxies, both xDS flavours) must sync every
+//! proxy, converge a change and lose no update. No timing is asserted.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run(scenario: &str, extra: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("out.json");
+    let meshplane = meshplane_testkit::control_plane::meshplane_binary();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshplane-bench"))
+        .args([
+            "xds",
+            "--proxies",
+            "20",
+            "--virtual-nodes",
+            "8",
+            "--seed",
+            "7",
+        ])
+        .args([
+            "--scenario",
+            scenario,
+            "--changes",
+            "1",
+            "--phase-timeout-s",
+            "60",
+        ])
+        .args(extra)
+        .arg("--meshplane")
+        .arg(&meshplane)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run meshplane-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "meshplane-bench failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(&json).expect("json written");
+    serde_json::from_str(&text).expect("json parses")
+}
+
+#[test]
+fn route_change_syncs_every_proxy_and_loses_no_update() {
+    let v = run("route-change", &[]);
+    assert_eq!(v["proxies"], 20);
+    assert_eq!(v["initial_synced"], 20, "{v:#}");
+    assert_eq!(v["lost_updates"], 0, "{v:#}");
+    assert_eq!(v["stale_versions"], 0, "{v:#}");
+    assert_eq!(v["not_converged"], 0, "{v:#}");
+    assert!(v["delta_proxies"].as_u64().unwrap() > 0, "{v:#}");
+    for key in [
+        "convergence_p50_ms",
+        "convergence_p99_ms",
+        "convergence_max_ms",
+        "initial_sync_s",
+        "rss_per_proxy_bytes",
+    ] {
+        assert!(v[key].is_number(), "{key} missing: {v:#}");
+    }
+}
+
+#[test]
+fn reconnect_storm_resyncs_every_proxy() {
+    let v = run("reconnect-storm", &[]);
+    assert_eq!(v["resynced"], 20, "{v:#}");
+    assert_eq!(v["lost_updates"], 0, "{v:#}");
+    assert!(v["resync_after_restart_s"].is_number(), "{v:#}");
+}
