@@ -41,6 +41,18 @@ pub struct MeshService {
     store: Arc<dyn Store>,
     cfg: Arc<ApiConfig>,
     status: Option<Arc<dyn StatusExtension>>,
+    decoded: Arc<DecodedCache>,
+}
+
+/// Decoded resources by store key, valid for one `mod_revision`.
+///
+/// Every write reads its whole mesh to check references; decoding each record's JSON
+/// again dominated write CPU (profiled: ~3/4 of it at 200 nodes). The store listing stays
+/// the source of truth: a cached value is used only when the listed record has exactly
+/// the cached `mod_revision`, so consistency is unchanged.
+#[derive(Default)]
+struct DecodedCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Revision, Arc<Resource>)>>,
 }
 
 /// Extra, meshplane-specific members of a resource's `status` object (for example the
@@ -56,12 +68,16 @@ pub trait StatusExtension: Send + Sync + 'static {
 /// A mesh's resources read at one revision.
 struct MeshView {
     revision: Revision,
-    resources: Vec<Resource>,
+    resources: Vec<Arc<Resource>>,
 }
 
 impl MeshView {
+    fn all(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.iter().map(|r| &**r)
+    }
+
     fn of(&self, kind: ResourceKind) -> impl Iterator<Item = &Resource> {
-        self.resources.iter().filter(move |r| r.id.kind == kind)
+        self.all().filter(move |r| r.id.kind == kind)
     }
 
     fn find(&self, kind: ResourceKind, name: &str) -> Option<&Resource> {
@@ -69,7 +85,7 @@ impl MeshView {
     }
 
     fn get(&self, id: &ResourceId) -> Option<&Resource> {
-        self.resources.iter().find(|r| &r.id == id)
+        self.all().find(|r| &r.id == id)
     }
 }
 
@@ -135,6 +151,7 @@ impl MeshService {
             store,
             cfg: Arc::new(cfg),
             status: None,
+            decoded: Arc::default(),
         }
     }
 
@@ -213,12 +230,30 @@ impl MeshService {
             .list(&keys::mesh_contents_prefix(mesh), None, 0)
             .await
             .map_err(store_err)?;
-        let resources = page
-            .items
-            .iter()
-            .map(|kv| keys::decode(&kv.value))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| internal("decode", e))?;
+        let prefix = keys::mesh_contents_prefix(mesh);
+        let mut cache = self
+            .decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut resources = Vec::with_capacity(page.items.len());
+        for kv in &page.items {
+            match cache.get(&kv.key) {
+                Some((rev, r)) if *rev == kv.mod_revision => resources.push(r.clone()),
+                _ => {
+                    let r = Arc::new(keys::decode(&kv.value).map_err(|e| internal("decode", e))?);
+                    cache.insert(kv.key.clone(), (kv.mod_revision, r.clone()));
+                    resources.push(r);
+                }
+            }
+        }
+        // Forget deleted records of this mesh so the cache never outgrows the store.
+        if cache.len() > page.items.len() {
+            let live: std::collections::HashSet<&str> =
+                page.items.iter().map(|kv| kv.key.as_str()).collect();
+            cache.retain(|k, _| !k.starts_with(&prefix) || live.contains(k.as_str()));
+        }
+        drop(cache);
         Ok(MeshView {
             revision: page.revision,
             resources,
@@ -918,7 +953,7 @@ fn in_use(view: &MeshView, id: &ResourceId) -> Option<String> {
     let users: Vec<String> = match id.kind {
         ResourceKind::Mesh => {
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for r in &view.resources {
+            for r in view.all() {
                 *counts.entry(r.id.kind.as_str()).or_default() += 1;
             }
             if counts.is_empty() {
