@@ -88,13 +88,13 @@ impl Arn {
         }
         for i in 2..n {
             let Some(k) = kind(segs[i]) else { continue };
-            if k.parent_kind().is_none() {
-                if let (Some(m), Some(name)) = (join(1..i), join(i + 1..n)) {
-                    ids.push(ResourceId::child(k, m, name));
-                }
+            if k.parent_kind().is_none()
+                && let (Some(m), Some(name)) = (join(1..i), join(i + 1..n))
+            {
+                ids.push(ResourceId::child(k, m, name));
             }
-            for j in i + 2..n {
-                let Some(gk) = kind(segs[j]).filter(|gk| gk.parent_kind() == Some(k)) else {
+            for (j, seg) in segs.iter().enumerate().skip(i + 2) {
+                let Some(gk) = kind(seg).filter(|gk| gk.parent_kind() == Some(k)) else {
                     continue;
                 };
                 if let (Some(m), Some(p), Some(name)) = (join(1..i), join(i + 1..j), join(j + 1..n))

@@ -9,6 +9,7 @@ use crate::common::{
     TcpTimeout, TlsFileCertificate, TlsValidationContext, TlsValidationTrust, WeightedTarget,
 };
 use crate::validate::Checker;
+use crate::virtual_node::{HttpConnectionPool, MaxRequests};
 
 /// Protocols a virtual gateway accepts on listeners and health checks (no `tcp`).
 pub(crate) const GATEWAY_PROTOCOLS: &[&str] = &["http", "http2", "grpc"];
@@ -473,5 +474,28 @@ pub(crate) fn hostname_match(c: &mut Checker, path: &str, h: &GatewayRouteHostna
     }
     if let Some(s) = &h.suffix {
         c.len(&format!("{path}.suffix"), s, 1, 253);
+    }
+}
+
+/// `MaxRequests` of an http2/grpc connection pool (node or gateway): an `int` of at least 1.
+pub(crate) fn pool_max_requests(c: &mut Checker, path: &str, p: &MaxRequests) {
+    c.range(
+        &format!("{path}.maxRequests"),
+        p.max_requests,
+        1,
+        super::INT_MAX,
+    );
+}
+
+/// An http connection pool (node or gateway): every limit is an `int` of at least 1.
+pub(crate) fn http_pool(c: &mut Checker, path: &str, p: &HttpConnectionPool) {
+    c.range(
+        &format!("{path}.maxConnections"),
+        p.max_connections,
+        1,
+        super::INT_MAX,
+    );
+    if let Some(n) = p.max_pending_requests {
+        c.range(&format!("{path}.maxPendingRequests"), n, 1, super::INT_MAX);
     }
 }

@@ -1,7 +1,7 @@
 //! `VirtualGatewaySpec` checks: the virtual-node listener checks with the narrower
 //! gateway protocol enum (`http|http2|grpc`, no `tcp`).
 
-use crate::validate::{Checker, INT_MAX, common, virtual_node};
+use crate::validate::{Checker, common, virtual_node};
 use crate::virtual_gateway::{
     VirtualGatewayConnectionPool, VirtualGatewayListener, VirtualGatewaySpec,
 };
@@ -58,18 +58,10 @@ fn connection_pool(c: &mut Checker, path: &str, pool: &VirtualGatewayConnectionP
     let path = format!("{path}.{}", pool.member());
     match pool {
         VirtualGatewayConnectionPool::Grpc(p) | VirtualGatewayConnectionPool::Http2(p) => {
-            c.range(&format!("{path}.maxRequests"), p.max_requests, 1, INT_MAX);
+            common::pool_max_requests(c, &path, p);
         }
         VirtualGatewayConnectionPool::Http(p) => {
-            c.range(
-                &format!("{path}.maxConnections"),
-                p.max_connections,
-                1,
-                INT_MAX,
-            );
-            if let Some(n) = p.max_pending_requests {
-                c.range(&format!("{path}.maxPendingRequests"), n, 1, INT_MAX);
-            }
+            common::http_pool(c, &path, p);
         }
     }
 }

@@ -127,18 +127,10 @@ fn connection_pool(c: &mut Checker, path: &str, pool: &VirtualNodeConnectionPool
     let path = format!("{path}.{}", pool.member());
     match pool {
         VirtualNodeConnectionPool::Grpc(p) | VirtualNodeConnectionPool::Http2(p) => {
-            c.range(&format!("{path}.maxRequests"), p.max_requests, 1, INT_MAX);
+            common::pool_max_requests(c, &path, p);
         }
         VirtualNodeConnectionPool::Http(p) => {
-            c.range(
-                &format!("{path}.maxConnections"),
-                p.max_connections,
-                1,
-                INT_MAX,
-            );
-            if let Some(n) = p.max_pending_requests {
-                c.range(&format!("{path}.maxPendingRequests"), n, 1, INT_MAX);
-            }
+            common::http_pool(c, &path, p);
         }
         VirtualNodeConnectionPool::Tcp(p) => {
             c.range(
