@@ -45,7 +45,8 @@ pub enum Scenario {
     RouteChange,
     /// (b) Sustained churn: `--churn-rate` route changes per second for `--churn-seconds`.
     Churn,
-    /// (c) Endpoint churn through the Cloud Map registry (when the server serves it).
+    /// (c) Endpoint churn: Cloud Map-discovered nodes (EDS), `--churn-rate` instance
+    /// registrations/deregistrations per second for `--churn-seconds`.
     EndpointChurn,
     /// (d) Kill the control plane, restart it on the same data, measure the resync.
     ReconnectStorm,
@@ -96,12 +97,17 @@ pub struct XdsArgs {
     /// Mesh-wide changes, then as many scoped changes (route-change).
     #[arg(long, default_value_t = 3)]
     pub changes: usize,
-    /// Route changes per second (churn).
+    /// Changes per second: route changes (churn), Cloud Map instance registrations and
+    /// deregistrations (endpoint-churn).
     #[arg(long, default_value_t = 100.0)]
     pub churn_rate: f64,
-    /// Duration of the churn, seconds.
+    /// Duration of the churn (churn, endpoint-churn), seconds.
     #[arg(long, default_value_t = 30)]
     pub churn_seconds: u64,
+    /// Cloud Map instances registered per virtual node's service before the fleet connects
+    /// (endpoint-churn).
+    #[arg(long, default_value_t = 3)]
+    pub instances_per_node: usize,
     /// Real Envoys (real-envoy).
     #[arg(long, default_value_t = 20)]
     pub real_envoys: usize,

@@ -30,6 +30,9 @@ pub struct Mesh {
     pub nodes: Vec<NodeDef>,
     /// Routers and services share the index: router `r_i` provides service `s_i`.
     pub routes: Vec<RouteDef>,
+    /// `Some(namespace)`: nodes are discovered through Cloud Map (service = node name in this
+    /// HTTP namespace) and get EDS clusters; `None`: DNS.
+    pub cloud_map: Option<String>,
 }
 
 /// One virtual node.
@@ -95,7 +98,18 @@ impl Mesh {
             name: "bench".into(),
             nodes,
             routes,
+            cloud_map: None,
         }
+    }
+
+    /// Indexes of the nodes node `i`'s proxies reach through egress clusters: the targets of
+    /// the routes of its backends. With Cloud Map discovery these are its EDS clusters.
+    pub fn egress_targets(&self, i: usize) -> std::collections::BTreeSet<usize> {
+        self.nodes[i]
+            .backends
+            .iter()
+            .flat_map(|b| self.routes[*b].targets.iter().map(|t| t.0))
+            .collect()
     }
 
     /// Adds a node (for a real Envoy) with `backends` and a listen address.
@@ -217,11 +231,15 @@ impl Mesh {
             .iter()
             .map(|b| json!({"virtualService": {"virtualServiceName": self.service(*b)}}))
             .collect();
+        let discovery = match &self.cloud_map {
+            Some(ns) => json!({"awsCloudMap": {"namespaceName": ns, "serviceName": n.name}}),
+            None => json!({"dns": {"hostname": format!("{}.{}.local", n.name, self.name)}}),
+        };
         let mut body = json!({
             "virtualNodeName": n.name,
             "spec": {
                 "listeners": [{"portMapping": {"port": PORT, "protocol": "http"}}],
-                "serviceDiscovery": {"dns": {"hostname": format!("{}.{}.local", n.name, self.name)}},
+                "serviceDiscovery": discovery,
                 "backends": backends,
             }
         });
@@ -323,6 +341,155 @@ pub fn router_name(i: usize) -> String {
     format!("r{i:04}")
 }
 
+// === impl Registry ===
+
+/// One registered Cloud Map instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceDef {
+    /// `InstanceId`.
+    pub id: String,
+    /// `AWS_INSTANCE_IPV4:AWS_INSTANCE_PORT`, as the proxies record EDS endpoints.
+    pub addr: String,
+}
+
+/// The bench's Cloud Map registry: one HTTP namespace, one service per virtual node, and the
+/// instances it registered (its model; the registry itself is the truth).
+#[derive(Clone, Debug)]
+pub struct Registry {
+    /// Namespace name.
+    pub namespace: String,
+    /// Namespace id (`ns-...`).
+    pub namespace_id: String,
+    /// Service id per node index.
+    pub service_ids: Vec<String>,
+    /// Registered instances per node index.
+    pub instances: Vec<Vec<InstanceDef>>,
+    /// Instances ever created (ids and addresses are never reused).
+    next: u32,
+}
+
+impl Registry {
+    /// Creates the namespace and one service per node of `mesh`, and registers `per_node`
+    /// instances in each (`concurrency` requests at a time).
+    pub async fn create(
+        api: &Api,
+        mesh: &Mesh,
+        namespace: &str,
+        per_node: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Registry> {
+        let op = api
+            .cloud_map("CreateHttpNamespace", json!({"Name": namespace}))
+            .await?;
+        let op_id = op["OperationId"]
+            .as_str()
+            .context("CreateHttpNamespace: no OperationId")?;
+        let got = api
+            .cloud_map("GetOperation", json!({"OperationId": op_id}))
+            .await?;
+        let namespace_id = got["Operation"]["Targets"]["NAMESPACE"]
+            .as_str()
+            .context("GetOperation: no Targets.NAMESPACE")?
+            .to_owned();
+        let service_ids: Vec<String> = futures::stream::iter(mesh.nodes.iter().map(|n| {
+            let body = json!({"Name": n.name, "NamespaceId": namespace_id});
+            async move {
+                let v = api.cloud_map("CreateService", body).await?;
+                v["Service"]["Id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("CreateService: no Service.Id")
+            }
+        }))
+        .buffered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+        let mut reg = Registry {
+            namespace: namespace.to_owned(),
+            namespace_id,
+            instances: vec![Vec::new(); service_ids.len()],
+            service_ids,
+            next: 0,
+        };
+        let mut initial = Vec::new();
+        for s in 0..reg.service_ids.len() {
+            for _ in 0..per_node {
+                initial.push((s, reg.new_instance()));
+            }
+        }
+        let reqs = initial
+            .iter()
+            .map(|(s, inst)| reg.register_request(*s, inst));
+        let mut results = futures::stream::iter(
+            reqs.map(|body| async move { api.cloud_map("RegisterInstance", body).await }),
+        )
+        .buffer_unordered(concurrency.max(1));
+        while let Some(r) = results.next().await {
+            r.context("initial RegisterInstance")?;
+        }
+        drop(results);
+        for (s, inst) in initial {
+            reg.instances[s].push(inst);
+        }
+        Ok(reg)
+    }
+
+    /// A fresh instance: id `i<n>`, address `10.a.b.c:8080` from the counter `n`.
+    pub fn new_instance(&mut self) -> InstanceDef {
+        let n = self.next;
+        self.next += 1;
+        let [_, a, b, c] = n.to_be_bytes();
+        InstanceDef {
+            id: format!("i{n}"),
+            addr: format!("10.{a}.{b}.{c}:{PORT}"),
+        }
+    }
+
+    /// The RegisterInstance body of `inst` in service `s`.
+    pub fn register_request(&self, s: usize, inst: &InstanceDef) -> Value {
+        let ip = inst.addr.split(':').next().unwrap_or_default();
+        json!({
+            "ServiceId": self.service_ids[s],
+            "InstanceId": inst.id,
+            "Attributes": {"AWS_INSTANCE_IPV4": ip, "AWS_INSTANCE_PORT": PORT.to_string()},
+        })
+    }
+
+    /// The DeregisterInstance body of `inst` in service `s`.
+    pub fn deregister_request(&self, s: usize, inst: &InstanceDef) -> Value {
+        json!({"ServiceId": self.service_ids[s], "InstanceId": inst.id})
+    }
+
+    /// The registry's instances of service `service` (DiscoverInstances, HealthStatus ALL)
+    /// as sorted `ip:port` strings.
+    pub async fn read_endpoints(&self, api: &Api, service: &str) -> anyhow::Result<Vec<String>> {
+        let v = api
+            .cloud_map(
+                "DiscoverInstances",
+                json!({"NamespaceName": self.namespace, "ServiceName": service,
+                       "HealthStatus": "ALL", "MaxResults": 1000}),
+            )
+            .await?;
+        let mut out: Vec<String> = v["Instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                let a = &i["Attributes"];
+                format!(
+                    "{}:{}",
+                    a["AWS_INSTANCE_IPV4"].as_str().unwrap_or_default(),
+                    a["AWS_INSTANCE_PORT"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
 // === impl Api ===
 
 impl Api {
@@ -365,6 +532,34 @@ impl Api {
             }
             if !status.is_success() {
                 bail!("{method} {path}: {status}: {text}");
+            }
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+    }
+
+    /// One Cloud Map (`servicediscovery`, AWS JSON 1.1) operation on the API port; retries
+    /// the registry's 503 "modified concurrently" answers.
+    pub async fn cloud_map(&self, op: &str, body: Value) -> anyhow::Result<Value> {
+        let mut attempt = 0u32;
+        loop {
+            let resp = self
+                .http
+                .post(format!("{}/", self.base))
+                .header("X-Amz-Target", format!("Route53AutoNaming_v20170314.{op}"))
+                .header("Content-Type", "application/x-amz-json-1.1")
+                .body(body.to_string())
+                .send()
+                .await
+                .with_context(|| format!("Cloud Map {op}"))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && attempt < 100 {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+                continue;
+            }
+            if !status.is_success() {
+                bail!("Cloud Map {op}: {status}: {text}");
             }
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Node, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -65,6 +66,10 @@ pub enum Flavor {
 /// Weighted clusters of one virtual host, sorted by cluster name.
 pub type Weights = Vec<(String, u32)>;
 
+/// Endpoints of one EDS cluster as sorted `ip:port` strings; a host whose health status is
+/// neither HEALTHY nor UNKNOWN carries it as a suffix (`10.0.0.1:8080 UNHEALTHY`).
+pub type Endpoints = Vec<String>;
+
 /// What one simulated proxy holds (only ACKed content) and what it saw.
 #[derive(Default, Debug)]
 pub struct ProxyView {
@@ -78,6 +83,13 @@ pub struct ProxyView {
     pub routes: BTreeMap<String, Weights>,
     /// When the ACKed weights of a virtual host last changed.
     pub route_changed_at: HashMap<String, Instant>,
+    /// Endpoints per EDS cluster of the ACKed cluster load assignments.
+    pub endpoints: BTreeMap<String, Endpoints>,
+    /// When the ACKed endpoints of a cluster last changed.
+    pub endpoints_changed_at: HashMap<String, Instant>,
+    /// ACKed EDS responses after the initial sync that changed no endpoint the proxy held
+    /// (a push that was not needed).
+    pub eds_noop: u64,
     /// Responses received per type.
     pub responses: [u64; 4],
     /// Encoded resource bytes received per type.
@@ -117,6 +129,8 @@ enum Info {
     Rds(Vec<String>),
     /// A route configuration's virtual hosts.
     Hosts(Vec<(String, Weights)>),
+    /// A cluster load assignment's endpoints.
+    Endpoints(Endpoints),
 }
 
 /// Per-type state of one stream (held resources survive reconnects, as in Envoy).
@@ -295,6 +309,36 @@ fn decode_info(ty: usize, any: &Any) -> Info {
             }
             Err(_) => Info::None,
         },
+        1 => match ClusterLoadAssignment::decode(&any.value[..]) {
+            Ok(cla) => {
+                let mut eps: Endpoints = Vec::new();
+                for lb in cla.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
+                    let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &lb.host_identifier else {
+                        continue;
+                    };
+                    let Some(address::Address::SocketAddress(sa)) =
+                        e.address.as_ref().and_then(|a| a.address.as_ref())
+                    else {
+                        continue;
+                    };
+                    let port = match sa.port_specifier {
+                        Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                        _ => 0,
+                    };
+                    let mut ep = format!("{}:{port}", sa.address);
+                    let health =
+                        HealthStatus::try_from(lb.health_status).unwrap_or(HealthStatus::Unknown);
+                    if !matches!(health, HealthStatus::Healthy | HealthStatus::Unknown) {
+                        ep.push(' ');
+                        ep.push_str(health.as_str_name());
+                    }
+                    eps.push(ep);
+                }
+                eps.sort();
+                Info::Endpoints(eps)
+            }
+            Err(_) => Info::None,
+        },
         2 => match Listener::decode(&any.value[..]) {
             Ok(l) => {
                 let mut names = Vec::new();
@@ -354,7 +398,7 @@ fn name_of(ty: usize, any: &Any) -> String {
     let v = &any.value[..];
     match ty {
         0 => Cluster::decode(v).map(|c| c.name).unwrap_or_default(),
-        1 => envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(v)
+        1 => ClusterLoadAssignment::decode(v)
             .map(|c| c.cluster_name)
             .unwrap_or_default(),
         2 => Listener::decode(v).map(|l| l.name).unwrap_or_default(),
@@ -391,6 +435,26 @@ fn commit(
             }
         }
         v.routes = next;
+    }
+    if ty == 1 {
+        let mut next: BTreeMap<String, Endpoints> = BTreeMap::new();
+        for (name, (_, info)) in &held[1].resources {
+            if let Info::Endpoints(eps) = info {
+                next.insert(name.clone(), eps.clone());
+            }
+        }
+        let mut changed = false;
+        for (name, eps) in &next {
+            if v.endpoints.get(name) != Some(eps) {
+                v.endpoints_changed_at.insert(name.clone(), now);
+                changed = true;
+            }
+        }
+        changed |= v.endpoints.keys().any(|n| !next.contains_key(n));
+        if !changed && v.synced_at.is_some() {
+            v.eds_noop += 1;
+        }
+        v.endpoints = next;
     }
     if v.synced_at.is_none() {
         // Synced: CDS and LDS ACKed, and EDS/RDS ACKed when the proxy needs them.
@@ -489,8 +553,15 @@ async fn sotw(
             );
             continue;
         }
-        // Accept: the response is the full state of the type (of the subscribed names).
-        let mut next = BTreeMap::new();
+        // Accept. CDS and LDS responses are the full state of the type; EDS and RDS ones
+        // may name only some of the subscribed resources, and Envoy keeps the others.
+        let mut next = if t == 1 || t == 3 {
+            let mut keep = std::mem::take(&mut held[t].resources);
+            keep.retain(|n, _| names[t].contains(n));
+            keep
+        } else {
+            BTreeMap::new()
+        };
         for any in &resp.resources {
             next.insert(name_of(t, any), (String::new(), decode_info(t, any)));
         }

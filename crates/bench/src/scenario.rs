@@ -10,17 +10,24 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
-use crate::mesh::{Api, Mesh};
+use crate::mesh::{Api, Mesh, Registry};
 use crate::proxy::{Flavor, Fleet, ProxySpec, TYPES};
 use crate::rng::Rng;
 use crate::server::{ServerProcess, Usage, raise_nofile, usage};
 use crate::{Scenario, XdsArgs};
 
-/// One route change and who must see it.
+/// One change (a route's weights, or a Cloud Map instance) and who must see it.
 struct Change {
+    /// The route, or for an endpoint change the node whose Cloud Map service changed; two
+    /// changes of the same index are never in flight at once.
     route: usize,
+    /// The virtual host (route change) or the EDS cluster (endpoint change) to watch.
     service: String,
+    /// The weights a route change must produce (empty for an endpoint change).
     weights: Vec<(String, u32)>,
+    /// An endpoint change: `(ip:port, present)`, the endpoint that must appear in (or leave)
+    /// the EDS cluster `service`.
+    endpoint: Option<(String, bool)>,
     t0: Instant,
     /// Proxies that have not ACKed the change yet.
     pending: Vec<usize>,
@@ -36,6 +43,22 @@ struct Change {
 
 /// Results, as JSON keys.
 type Out = Map<String, Value>;
+
+/// The Cloud Map HTTP namespace of the endpoint-churn mesh.
+const NAMESPACE: &str = "bench.local";
+
+/// JSON keys every run reports (null when its scenario does not measure them).
+const REQUIRED_KEYS: [&str; 9] = [
+    "proxies",
+    "virtual_nodes",
+    "convergence_p50_ms",
+    "convergence_p99_ms",
+    "convergence_max_ms",
+    "initial_sync_s",
+    "resync_after_restart_s",
+    "rss_per_proxy_bytes",
+    "lost_updates",
+];
 
 /// Runs the whole benchmark; `Ok(false)` when a correctness check failed.
 pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
@@ -91,6 +114,31 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
     } else {
         Vec::new()
     };
+    // (c): nodes discovered through Cloud Map; the registry exists before the nodes, so the
+    // initial sync already carries the instances.
+    let mut registry = None;
+    if args.scenario == Scenario::EndpointChurn {
+        let t = Instant::now();
+        mesh.cloud_map = Some(NAMESPACE.to_owned());
+        let reg = Registry::create(
+            &api,
+            &mesh,
+            NAMESPACE,
+            args.instances_per_node,
+            args.api_concurrency,
+        )
+        .await
+        .context("creating the Cloud Map registry")?;
+        eprintln!(
+            "registry: {} services, {} instances ({:.1} s)",
+            reg.service_ids.len(),
+            reg.instances.iter().map(Vec::len).sum::<usize>(),
+            t.elapsed().as_secs_f64()
+        );
+        out.insert("registry_create_s".into(), json!(secs(t.elapsed())));
+        out.insert("registry_namespace_id".into(), json!(reg.namespace_id));
+        registry = Some(reg);
+    }
     let created = mesh.create(&api, args.api_concurrency).await?;
     out.insert("mesh_resources".into(), json!(mesh.resource_count()));
     out.insert("mesh_create_s".into(), json!(secs(created)));
@@ -128,6 +176,16 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         }
         for b in &mesh.nodes[p % sim_nodes].backends {
             callers[*b].push(p);
+        }
+    }
+    // Proxies per node's EDS cluster: those whose node routes to it (every proxy holds the
+    // EDS clusters of its egress targets; NACKing proxies reject only routes).
+    let mut eds_callers: Vec<Vec<usize>> = vec![Vec::new(); mesh.nodes.len()];
+    if mesh.cloud_map.is_some() {
+        for p in 0..specs.len() {
+            for t in mesh.egress_targets(p % sim_nodes) {
+                eds_callers[t].push(p);
+            }
         }
     }
     let timeout = Duration::from_secs(args.phase_timeout_s);
@@ -238,26 +296,70 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
             drop(envoys);
         }
         Scenario::EndpointChurn => {
-            let probe = reqwest::Client::new()
-                .post(format!("{}/", api.base))
-                .header("X-Amz-Target", "Route53AutoNaming_v20170314.ListNamespaces")
-                .header("Content-Type", "application/x-amz-json-1.1")
-                .body("{}")
-                .send()
-                .await;
-            let served = probe.map(|r| r.status().is_success()).unwrap_or(false);
-            out.insert("registry_served".into(), json!(served));
-            if !served {
-                println!(
-                    "endpoint-churn: pending: this control plane does not serve the Cloud Map \
-                     registry API (POST / with X-Amz-Target: Route53AutoNaming_v20170314.*) yet"
-                );
-            } else {
-                println!(
-                    "endpoint-churn: the registry answers, but this bench does not generate \
-                     Cloud Map-discovered nodes and instance churn yet; nothing measured"
-                );
+            let reg = registry.as_mut().context("endpoint-churn: no registry")?;
+            let pushes0 = server_pushes(&api).await;
+            let eds0: Vec<u64> = (0..fleet.specs.len())
+                .map(|i| fleet.with(i, |v| v.responses[1]))
+                .collect();
+            let noop0: u64 = (0..fleet.specs.len())
+                .map(|i| fleet.with(i, |v| v.eds_noop))
+                .sum();
+            let all =
+                endpoint_churn(reg, &mesh, &api, &fleet, &eds_callers, &mut rng, &args).await?;
+            convergence(&mut out, "", all.iter());
+            convergence(&mut out, "endpoint_", all.iter());
+            changes_summary(&mut out, &all);
+            if let Some(r) = out.get("changes_per_s").cloned() {
+                out.insert("endpoint_changes_per_s".into(), r);
             }
+            let affected: usize = all.iter().map(|c| c.affected).sum();
+            out.insert(
+                "endpoint_affected_proxies_per_change".into(),
+                json!((affected as f64 / all.len().max(1) as f64 * 10.0).round() / 10.0),
+            );
+            out.insert(
+                "endpoint_changes_without_affected_proxies".into(),
+                json!(all.iter().filter(|c| c.affected == 0).count()),
+            );
+            // Pushes during the churn: server side by type, client side EDS responses to
+            // proxies no change concerned, and EDS responses that changed nothing.
+            settle(&fleet, Duration::from_secs(2), timeout).await;
+            let pushes1 = server_pushes(&api).await;
+            let diff: Map<String, Value> = pushes1
+                .iter()
+                .map(|(t, v)| {
+                    let before = pushes0.get(t).and_then(Value::as_f64).unwrap_or(0.0);
+                    (t.clone(), json!(v.as_f64().unwrap_or(0.0) - before))
+                })
+                .collect();
+            out.insert("churn_server_pushes_by_type".into(), Value::Object(diff));
+            let concerned: HashSet<usize> = all
+                .iter()
+                .flat_map(|c| eds_callers[c.route].iter().copied())
+                .collect();
+            let (mut eds_total, mut eds_unaffected, mut unaffected) = (0u64, 0u64, 0usize);
+            for (p, before) in eds0.iter().enumerate() {
+                let n = fleet.with(p, |v| v.responses[1]) - before;
+                eds_total += n;
+                if !concerned.contains(&p) {
+                    unaffected += 1;
+                    eds_unaffected += n;
+                }
+            }
+            let noop1: u64 = (0..fleet.specs.len())
+                .map(|i| fleet.with(i, |v| v.eds_noop))
+                .sum();
+            out.insert("churn_eds_responses".into(), json!(eds_total));
+            out.insert("churn_unaffected_proxies".into(), json!(unaffected));
+            out.insert(
+                "churn_eds_responses_to_unaffected_proxies".into(),
+                json!(eds_unaffected),
+            );
+            out.insert("churn_eds_noop_responses".into(), json!(noop1 - noop0));
+            out.insert(
+                "instances_end".into(),
+                json!(reg.instances.iter().map(Vec::len).sum::<usize>()),
+            );
         }
     }
     // After a restart the current child is a new process.
@@ -280,7 +382,15 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
 
     // 5. No lost update: every proxy holds what the store says.
     settle(&fleet, Duration::from_secs(2), timeout).await;
-    let (lost, checked, stale) = lost_updates(&api, &mesh, &fleet, &nackers, sim_nodes).await?;
+    let (mut lost, checked, stale) = lost_updates(&api, &mesh, &fleet, &nackers, sim_nodes).await?;
+    if let Some(reg) = &registry {
+        let (ep_lost, ep_checked) =
+            endpoint_lost_updates(&api, reg, &mesh, &fleet, sim_nodes).await?;
+        out.insert("route_lost_updates".into(), json!(lost));
+        out.insert("endpoint_lost_updates".into(), json!(ep_lost));
+        out.insert("checked_eds_clusters".into(), json!(ep_checked));
+        lost += ep_lost;
+    }
     out.insert("lost_updates".into(), json!(lost));
     out.insert("checked_backends".into(), json!(checked));
     out.insert("stale_versions".into(), json!(stale));
@@ -306,6 +416,10 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
     out.insert("bench_rss_bytes".into(), json!(bench.rss));
     out.insert("wall_s".into(), json!(secs(wall.elapsed())));
     out.insert("ok".into(), json!(ok));
+    // Keys every scenario reports; null when the scenario does not measure them.
+    for key in REQUIRED_KEYS {
+        out.entry(key.to_owned()).or_insert(Value::Null);
+    }
     fleet.stop().await;
     if let Some(mut s) = server.take() {
         if !ok {
@@ -469,6 +583,7 @@ async fn change(
         route,
         service: mesh.service(route),
         weights: mesh.expected_weights(route),
+        endpoint: None,
         t0,
         pending: callers[route].clone(),
         lat_ms: Vec::new(),
@@ -484,10 +599,19 @@ fn poll(fleet: &Fleet, changes: &mut [Change]) {
     for c in changes.iter_mut().filter(|c| !c.superseded) {
         let mut still = Vec::with_capacity(c.pending.len());
         for &p in &c.pending {
-            let done = fleet.with(p, |v| {
-                (v.routes.get(&c.service) == Some(&c.weights))
+            let done = fleet.with(p, |v| match &c.endpoint {
+                None => (v.routes.get(&c.service) == Some(&c.weights))
                     .then(|| v.route_changed_at.get(&c.service).copied())
-                    .flatten()
+                    .flatten(),
+                Some((addr, present)) => {
+                    let has = v
+                        .endpoints
+                        .get(&c.service)
+                        .is_some_and(|eps| eps.iter().any(|e| e == addr));
+                    (has == *present)
+                        .then(|| v.endpoints_changed_at.get(&c.service).copied())
+                        .flatten()
+                }
             });
             match done {
                 Some(at) => c.lat_ms.push(ms(at.saturating_duration_since(c.t0))),
@@ -575,6 +699,7 @@ async fn churn(
                 route,
                 service: spec.service(route),
                 weights: spec.expected_weights(route),
+                endpoint: None,
                 t0,
                 affected: pending.len(),
                 pending,
@@ -605,6 +730,191 @@ async fn churn(
     // write cannot happen (one write per route at a time).
     track(fleet, &mut all, Duration::from_secs(args.phase_timeout_s)).await;
     Ok(all)
+}
+
+/// (c): `churn_rate` Cloud Map instance changes per second for `churn_seconds`; each
+/// registers a new instance in, or deregisters one from, a random node's service (at least
+/// one instance stays), never two in flight for one service.
+async fn endpoint_churn(
+    reg: &mut Registry,
+    mesh: &Mesh,
+    api: &Api,
+    fleet: &Fleet,
+    eds_callers: &[Vec<usize>],
+    rng: &mut Rng,
+    args: &XdsArgs,
+) -> anyhow::Result<Vec<Change>> {
+    let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashSet<usize>>> = Arc::default();
+    let period = Duration::from_secs_f64(1.0 / args.churn_rate.max(0.1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = Instant::now() + Duration::from_secs(args.churn_seconds);
+    let mut writes = Vec::new();
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut polled = Instant::now();
+    let services = reg.service_ids.len();
+    while Instant::now() < end {
+        tick.tick().await;
+        let mut pick = None;
+        for _ in 0..100 {
+            let s = rng.range(0, services as u64 - 1) as usize;
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&s)
+            {
+                pick = Some(s);
+                break;
+            }
+        }
+        let Some(s) = pick else { continue };
+        let register = reg.instances[s].len() <= 1 || rng.unit() < 0.5;
+        let (op, body, addr) = if register {
+            let inst = reg.new_instance();
+            let body = reg.register_request(s, &inst);
+            let addr = inst.addr.clone();
+            reg.instances[s].push(inst);
+            ("RegisterInstance", body, addr)
+        } else {
+            let k = rng.range(0, reg.instances[s].len() as u64 - 1) as usize;
+            let inst = reg.instances[s].remove(k);
+            (
+                "DeregisterInstance",
+                reg.deregister_request(s, &inst),
+                inst.addr,
+            )
+        };
+        let api = api.clone();
+        let cluster = mesh.cluster(s);
+        let pending = eds_callers[s].clone();
+        let (changes2, in_flight2, errors2) = (changes.clone(), in_flight.clone(), errors.clone());
+        in_flight2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(s);
+        writes.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = api.cloud_map(op, body).await;
+            let write_ms = ms(t0.elapsed());
+            in_flight2
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&s);
+            if let Err(e) = r {
+                errors2
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{e:#}"));
+                return;
+            }
+            let mut cs = changes2.lock().unwrap_or_else(|e| e.into_inner());
+            // Overtaken before every proxy converged (the loop polls every 5 ms, so a
+            // converged change has an empty `pending` by now).
+            for c in cs
+                .iter_mut()
+                .filter(|c| c.route == s && !c.pending.is_empty())
+            {
+                c.superseded = true;
+            }
+            cs.push(Change {
+                route: s,
+                service: cluster,
+                weights: Vec::new(),
+                endpoint: Some((addr, register)),
+                t0,
+                affected: pending.len(),
+                pending,
+                lat_ms: Vec::new(),
+                superseded: false,
+                mesh_wide: false,
+                write_ms,
+            });
+        }));
+        if polled.elapsed() > Duration::from_millis(5) {
+            poll(
+                fleet,
+                &mut changes.lock().unwrap_or_else(|e| e.into_inner()),
+            );
+            polled = Instant::now();
+        }
+    }
+    for w in writes {
+        let _ = w.await;
+    }
+    let errs = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !errs.is_empty() {
+        eprintln!(
+            "endpoint churn: {} writes failed, first: {}",
+            errs.len(),
+            errs[0]
+        );
+    }
+    let mut all = std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()));
+    all.sort_by_key(|c| c.t0);
+    track(fleet, &mut all, Duration::from_secs(args.phase_timeout_s)).await;
+    Ok(all)
+}
+
+/// Compares every proxy's held EDS endpoints with the registry's instances (DiscoverInstances,
+/// HealthStatus ALL): one mismatch per (proxy, cluster) whose endpoints differ, that the proxy
+/// lacks, or that it holds without needing it. Returns `(lost, checked)`.
+async fn endpoint_lost_updates(
+    api: &Api,
+    reg: &Registry,
+    mesh: &Mesh,
+    fleet: &Fleet,
+    sim_nodes: usize,
+) -> anyhow::Result<(usize, usize)> {
+    let truth: Vec<Vec<String>> = futures::stream::iter(0..reg.service_ids.len())
+        .map(|i| async move { reg.read_endpoints(api, &mesh.nodes[i].name).await })
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()
+        .context("reading the registry's instances")?;
+    let targets: Vec<Vec<(String, usize)>> = (0..sim_nodes)
+        .map(|n| {
+            mesh.egress_targets(n)
+                .into_iter()
+                .map(|t| (mesh.cluster(t), t))
+                .collect()
+        })
+        .collect();
+    let (mut lost, mut checked) = (0, 0);
+    let mut examples = Vec::new();
+    for p in 0..fleet.specs.len() {
+        let want = &targets[p % sim_nodes];
+        fleet.with(p, |v| {
+            for (cluster, t) in want {
+                checked += 1;
+                if v.endpoints.get(cluster) != Some(&truth[*t]) {
+                    lost += 1;
+                    if examples.len() < 3 {
+                        examples.push(format!(
+                            "proxy {p} ({:?}) holds {:?} for {cluster}, registry says {:?}",
+                            fleet.specs[p].flavor,
+                            v.endpoints.get(cluster),
+                            truth[*t]
+                        ));
+                    }
+                }
+            }
+            for cluster in v.endpoints.keys() {
+                if !want.iter().any(|(c, _)| c == cluster) {
+                    lost += 1;
+                    if examples.len() < 3 {
+                        examples.push(format!("proxy {p} holds unexpected cluster {cluster}"));
+                    }
+                }
+            }
+        });
+    }
+    for e in examples {
+        eprintln!("endpoint mismatch: {e}");
+    }
+    Ok((lost, checked))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -783,6 +1093,21 @@ async fn server_metrics(out: &mut Out, api: &Api) {
     let Ok(text) = api.get_text("/metrics").await else {
         return;
     };
+    let (pushes, bytes) = parse_metrics(&text);
+    out.insert("server_pushes_by_type".into(), Value::Object(pushes));
+    out.insert("server_push_bytes_by_type".into(), Value::Object(bytes));
+}
+
+/// `meshplane_xds_pushes_total{type}` now (empty when `/metrics` does not answer).
+async fn server_pushes(api: &Api) -> Map<String, Value> {
+    match api.get_text("/metrics").await {
+        Ok(text) => parse_metrics(&text).0,
+        Err(_) => Map::new(),
+    }
+}
+
+/// Pushes and pushed bytes by xDS type from the Prometheus text.
+fn parse_metrics(text: &str) -> (Map<String, Value>, Map<String, Value>) {
     let mut pushes = Map::new();
     let mut bytes = Map::new();
     for line in text.lines() {
@@ -805,8 +1130,7 @@ async fn server_metrics(out: &mut Out, api: &Api) {
             .unwrap_or(0.0);
         target.insert(ty.to_owned(), json!(v));
     }
-    out.insert("server_pushes_by_type".into(), Value::Object(pushes));
-    out.insert("server_push_bytes_by_type".into(), Value::Object(bytes));
+    (pushes, bytes)
 }
 
 // --- real Envoys --------------------------------------------------------------------------

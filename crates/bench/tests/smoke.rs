@@ -6,6 +6,10 @@ use std::process::Command;
 use serde_json::Value;
 
 fn run(scenario: &str, extra: &[&str]) -> Value {
+    run_with(scenario, "8", extra)
+}
+
+fn run_with(scenario: &str, virtual_nodes: &str, extra: &[&str]) -> Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("out.json");
     let meshplane = meshplane_testkit::control_plane::meshplane_binary();
@@ -15,7 +19,7 @@ fn run(scenario: &str, extra: &[&str]) -> Value {
             "--proxies",
             "20",
             "--virtual-nodes",
-            "8",
+            virtual_nodes,
             "--seed",
             "7",
         ])
@@ -71,4 +75,34 @@ fn reconnect_storm_resyncs_every_proxy() {
     assert_eq!(v["resynced"], 20, "{v:#}");
     assert_eq!(v["lost_updates"], 0, "{v:#}");
     assert!(v["resync_after_restart_s"].is_number(), "{v:#}");
+}
+
+#[test]
+fn endpoint_churn_converges_and_loses_no_endpoint() {
+    let v = run_with(
+        "endpoint-churn",
+        "10",
+        &["--churn-rate", "20", "--churn-seconds", "2"],
+    );
+    assert_eq!(v["initial_synced"], 20, "{v:#}");
+    assert!(v["endpoint_changes"].as_u64().unwrap() > 0, "{v:#}");
+    assert!(
+        v["endpoint_convergence_samples"].as_u64().unwrap() > 0,
+        "no endpoint change converged: {v:#}"
+    );
+    assert_eq!(v["endpoint_not_converged"], 0, "{v:#}");
+    assert!(v["checked_eds_clusters"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["endpoint_lost_updates"], 0, "{v:#}");
+    assert_eq!(v["lost_updates"], 0, "{v:#}");
+    assert_eq!(v["stale_versions"], 0, "{v:#}");
+    for key in [
+        "convergence_p50_ms",
+        "convergence_p99_ms",
+        "convergence_max_ms",
+        "initial_sync_s",
+        "rss_per_proxy_bytes",
+        "endpoint_changes_per_s",
+    ] {
+        assert!(v[key].is_number(), "{key} missing: {v:#}");
+    }
 }
