@@ -22,7 +22,7 @@
 //! Level-triggered: the loop rebuilds from current state, so a lost or merged event only
 //! delays a push, never corrupts it; a compacted watch triggers a full re-list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -54,9 +54,11 @@ pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
 pub struct NodeState {
     /// The resources this node's configuration reads.
     pub deps: Dependencies,
-    /// The translated Envoy resources and diagnostics.
-    pub config: Arc<ProxyConfig>,
-    /// The encoded snapshot served over xDS.
+    /// Why the configuration differs from what the mesh declares.
+    pub diagnostics: Arc<[Diagnostic]>,
+    /// The encoded snapshot served over xDS (the only copy of the translated resources:
+    /// the decoded `ProxyConfig` is dropped on the translation thread, it costs as much to
+    /// keep and free as to build).
     pub snapshot: Arc<Snapshot>,
 }
 
@@ -70,12 +72,26 @@ pub struct ReconcileState {
     endpoint_index: EndpointIndex,
     /// The translator's view of `endpoint_index`, rebuilt when an instance changes.
     endpoints: Arc<Endpoints>,
+    /// Store key → resource id, for delete events (they carry no value).
+    ids_by_key: HashMap<String, ResourceId>,
 }
 
-#[derive(Default)]
 struct MeshState {
     resources: BTreeMap<ResourceId, Resource>,
+    /// The translator's input, kept in step with `resources` event by event (rebuilding
+    /// it per change cost as much as translating a mesh-wide change).
+    snapshot: Arc<MeshSnapshot>,
     nodes: BTreeMap<String, NodeState>,
+}
+
+impl MeshState {
+    fn new(mesh: &str) -> Self {
+        MeshState {
+            resources: BTreeMap::new(),
+            snapshot: Arc::new(MeshSnapshot::new(mesh)),
+            nodes: BTreeMap::new(),
+        }
+    }
 }
 
 impl ReconcileState {
@@ -87,7 +103,7 @@ impl ReconcileState {
     /// Translation diagnostics for a node.
     pub fn diagnostics(&self, mesh: &str, name: &str) -> Vec<Diagnostic> {
         self.node(mesh, name)
-            .map(|n| n.config.diagnostics.clone())
+            .map(|n| n.diagnostics.to_vec())
             .unwrap_or_default()
     }
 }
@@ -148,9 +164,23 @@ impl Reconciler {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
             let mut names: BTreeSet<String> = st.meshes.keys().cloned().collect();
             names.extend(by_mesh.keys().cloned());
+            st.ids_by_key.clear();
             for name in &names {
-                let entry = st.meshes.entry(name.clone()).or_default();
-                entry.resources = by_mesh.remove(name).unwrap_or_default();
+                let resources = by_mesh.remove(name).unwrap_or_default();
+                st.ids_by_key.extend(
+                    resources
+                        .keys()
+                        .map(|id| (keys::resource_key(id), id.clone())),
+                );
+                let entry = st
+                    .meshes
+                    .entry(name.clone())
+                    .or_insert_with(|| MeshState::new(name));
+                entry.snapshot = Arc::new(MeshSnapshot::from_resources(
+                    name,
+                    resources.values().cloned(),
+                ));
+                entry.resources = resources;
             }
             st.revision = revision;
             st.endpoint_index
@@ -214,11 +244,15 @@ impl Reconciler {
                                     .entry(r.id.mesh.clone())
                                     .or_default()
                                     .insert(r.id.clone());
-                                st.meshes
+                                st.ids_by_key.insert(ev.kv.key.clone(), r.id.clone());
+                                let ms = st
+                                    .meshes
                                     .entry(r.id.mesh.clone())
-                                    .or_default()
-                                    .resources
-                                    .insert(r.id.clone(), r);
+                                    .or_insert_with(|| MeshState::new(&r.id.mesh));
+                                // No translation holds the snapshot between bursts, so
+                                // this is an in-place edit, not a copy.
+                                Arc::make_mut(&mut ms.snapshot).apply(&r);
+                                ms.resources.insert(r.id.clone(), r);
                             }
                             Err(e) => {
                                 tracing::error!(key = %ev.kv.key, error = %e, "undecodable record")
@@ -226,17 +260,13 @@ impl Reconciler {
                         },
                         EventKind::Delete => {
                             // Deletes carry no value: find the resource by key.
-                            for (mesh, ms) in st.meshes.iter_mut() {
-                                let hit = ms
-                                    .resources
-                                    .keys()
-                                    .find(|id| keys::resource_key(id) == ev.kv.key)
-                                    .cloned();
-                                if let Some(id) = hit {
-                                    ms.resources.remove(&id);
-                                    changed.entry(mesh.clone()).or_default().insert(id);
-                                    break;
-                                }
+                            let Some(id) = st.ids_by_key.remove(&ev.kv.key) else {
+                                continue;
+                            };
+                            if let Some(ms) = st.meshes.get_mut(&id.mesh) {
+                                ms.resources.remove(&id);
+                                Arc::make_mut(&mut ms.snapshot).remove(&id);
+                                changed.entry(id.mesh.clone()).or_default().insert(id);
                             }
                         }
                     }
@@ -319,7 +349,7 @@ impl Reconciler {
             let Some(ms) = st.meshes.get(mesh) else {
                 return;
             };
-            let snap = MeshSnapshot::from_resources(mesh, ms.resources.values().cloned());
+            let snap = ms.snapshot.clone();
             let mut targets = Vec::new();
             for name in snap.virtual_nodes.keys() {
                 let affected = match (changed, ms.nodes.get(name)) {
@@ -333,7 +363,8 @@ impl Reconciler {
                 if affected {
                     let id = ResourceId::child(ResourceKind::VirtualNode, mesh, name.clone());
                     let options = node_options(&self.options, ms.resources.get(&id));
-                    targets.push((name.clone(), options));
+                    let previous = ms.nodes.get(name).map(|n| n.snapshot.clone());
+                    targets.push((name.clone(), options, previous));
                 }
             }
             let removed: Vec<String> = ms
@@ -342,42 +373,28 @@ impl Reconciler {
                 .filter(|n| !snap.virtual_nodes.contains_key(*n))
                 .cloned()
                 .collect();
-            (Arc::new(snap), targets, removed, st.endpoints.clone())
+            (snap, targets, removed, st.endpoints.clone())
         };
         if targets.is_empty() && removed.is_empty() {
             return;
         }
-        let mesh_name = mesh.to_owned();
-        // Translation is CPU work: keep it off the async workers.
-        let computed = tokio::task::spawn_blocking(move || {
-            targets
-                .into_iter()
-                .map(|(name, options)| {
-                    let node = NodeId {
-                        mesh: mesh_name.clone(),
-                        owner: None,
-                        kind: ProxyKind::VirtualNode,
-                        name: name.clone(),
-                    };
-                    let config = translate_node(&snap, &endpoints, &node, &options);
-                    let deps = dependencies(&snap, &node);
-                    let snapshot = build_snapshot(&config, written_at);
-                    (name, node, deps, config, snapshot)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let computed = match computed {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, mesh, "translation task failed");
-                return;
-            }
+        let started = Instant::now();
+        let translated = targets.len();
+        let Some(computed) = translate_all(mesh, snap, endpoints, targets, written_at).await else {
+            return;
         };
+        let translate_time = started.elapsed();
+        let mut pushed = 0usize;
+        // Replaced states are dropped after the lock is released, on a blocking thread:
+        // freeing 1,000 decoded configurations is milliseconds of work nobody waits for.
+        let mut replaced = Vec::with_capacity(computed.len());
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let ms = st.meshes.entry(mesh.to_owned()).or_default();
+        let ms = st
+            .meshes
+            .entry(mesh.to_owned())
+            .or_insert_with(|| MeshState::new(mesh));
         for name in removed {
-            ms.nodes.remove(&name);
+            replaced.extend(ms.nodes.remove(&name));
             let key = NodeKey::from(NodeId {
                 mesh: mesh.to_owned(),
                 owner: None,
@@ -388,7 +405,7 @@ impl Reconciler {
             self.cache.remove(&key);
             tracing::info!(mesh, node = %name, "virtual node removed");
         }
-        for (name, node, deps, config, snapshot) in computed {
+        for (name, node, deps, diagnostics, snapshot) in computed {
             let snapshot = match snapshot {
                 Ok(s) => Arc::new(s),
                 Err(e) => {
@@ -396,7 +413,7 @@ impl Reconciler {
                     continue;
                 }
             };
-            for d in &config.diagnostics {
+            for d in &diagnostics {
                 tracing::debug!(mesh, node = %name, diagnostic = %d.message, "translation diagnostic");
             }
             let unchanged = ms
@@ -405,23 +422,104 @@ impl Reconciler {
                 .is_some_and(|prev| same_versions(&prev.snapshot, &snapshot));
             if !unchanged {
                 self.cache.set(NodeKey::from(node), snapshot.clone());
-                tracing::debug!(mesh, node = %name, "snapshot pushed");
+                pushed += 1;
             }
             let snapshot = if unchanged {
                 ms.nodes[&name].snapshot.clone()
             } else {
                 snapshot
             };
-            ms.nodes.insert(
+            replaced.extend(ms.nodes.insert(
                 name,
                 NodeState {
                     deps,
-                    config: Arc::new(config),
+                    diagnostics: diagnostics.into(),
                     snapshot,
                 },
-            );
+            ));
+        }
+        drop(st);
+        tracing::debug!(
+            mesh,
+            translated,
+            pushed,
+            translate_ms = translate_time.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            since_first_event_ms = written_at.elapsed().as_secs_f64() * 1e3,
+            "recomputed"
+        );
+        if !replaced.is_empty() {
+            tokio::task::spawn_blocking(move || drop(replaced));
         }
     }
+}
+
+/// One translated node: name, id, dependencies, diagnostics, encoded snapshot.
+type Computed = (
+    String,
+    NodeId,
+    Dependencies,
+    Vec<Diagnostic>,
+    Result<Snapshot, String>,
+);
+
+/// Fewest nodes worth a thread of their own.
+const MIN_NODES_PER_TASK: usize = 8;
+
+/// Translates `targets` off the async workers (translation is CPU work), split over as
+/// many blocking tasks as there are cores when there is enough to split: a mesh-wide
+/// change recomputes every node, and the nodes are independent. The result keeps the
+/// order of `targets`. `None` when a task panicked (logged; the previous snapshots stay).
+async fn translate_all(
+    mesh: &str,
+    snap: Arc<MeshSnapshot>,
+    endpoints: Arc<Endpoints>,
+    targets: Vec<(String, TranslateOptions, Option<Arc<Snapshot>>)>,
+    written_at: Instant,
+) -> Option<Vec<Computed>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tasks = cores.min(targets.len() / MIN_NODES_PER_TASK).max(1);
+    let per_task = targets.len().div_ceil(tasks).max(1);
+    let mut handles = Vec::with_capacity(tasks);
+    let mut targets = targets.into_iter();
+    loop {
+        let chunk: Vec<_> = targets.by_ref().take(per_task).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let (snap, endpoints, mesh) = (snap.clone(), endpoints.clone(), mesh.to_owned());
+        handles.push(tokio::task::spawn_blocking(move || {
+            chunk
+                .into_iter()
+                .map(|(name, options, previous)| {
+                    let node = NodeId {
+                        mesh: mesh.clone(),
+                        owner: None,
+                        kind: ProxyKind::VirtualNode,
+                        name: name.clone(),
+                    };
+                    let config = translate_node(&snap, &endpoints, &node, &options);
+                    let deps = dependencies(&snap, &node);
+                    let snapshot = build_snapshot(&config, written_at, previous);
+                    (name, node, deps, config.diagnostics, snapshot)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    // Release the mesh view before the caller edits it again (`Arc::make_mut`).
+    drop(snap);
+    let mut out = Vec::new();
+    let mut failed = false;
+    for h in handles {
+        match h.await {
+            Ok(part) => out.extend(part),
+            Err(e) => {
+                tracing::error!(error = %e, mesh, "translation task failed");
+                failed = true;
+            }
+        }
+    }
+    (!failed).then_some(out)
 }
 
 /// The next event of either watch (`None` once either is closed).
@@ -450,8 +548,15 @@ fn node_options(base: &TranslateOptions, node: Option<&Resource>) -> TranslateOp
     options
 }
 
-fn build_snapshot(config: &ProxyConfig, written_at: Instant) -> Result<Snapshot, String> {
-    let mut b = Snapshot::builder().created_at(written_at);
+/// Encodes `config`, sharing the resources that are byte-identical in `previous`.
+fn build_snapshot(
+    config: &ProxyConfig,
+    written_at: Instant,
+    previous: Option<Arc<Snapshot>>,
+) -> Result<Snapshot, String> {
+    let mut b = Snapshot::builder()
+        .created_at(written_at)
+        .previous(previous);
     for (type_url, name, any) in config.resources() {
         b = b.add_any(type_url, name, any);
     }

@@ -131,9 +131,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr; stdout carries only the `listening ...` lines.
+    // Logs go to stderr; stdout carries only the `listening ...` lines. Colours only on a
+    // terminal: a log file or journald gets plain text.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -313,10 +316,14 @@ async fn proxy_config(
             .into_response();
     };
     let mut resources = serde_json::Map::new();
-    for (type_url, name, any) in ns.config.resources() {
-        let short = meshplane_xds::ResourceType::from_type_url(type_url)
-            .map_or("other", |t| t.short_name());
-        let rendered = crate::envoy_json::any_to_json(&any).unwrap_or_else(|e| json!({"error": e}));
+    let served = meshplane_xds::ResourceType::ALL
+        .iter()
+        .flat_map(|t| ns.snapshot.resources(*t).iter().map(|r| (*t, r)));
+    for (ty, r) in served {
+        let short = ty.short_name();
+        let name = r.name();
+        let rendered =
+            crate::envoy_json::any_to_json(r.any()).unwrap_or_else(|e| json!({"error": e}));
         let entry = resources
             .entry(short.to_owned())
             .or_insert_with(|| json!({}));
@@ -329,7 +336,6 @@ async fn proxy_config(
         .map(|t| (t.short_name().to_owned(), json!(ns.snapshot.version(*t))))
         .collect();
     let diagnostics: Vec<serde_json::Value> = ns
-        .config
         .diagnostics
         .iter()
         .map(|d| json!({"severity": format!("{:?}", d.severity).to_lowercase(), "message": d.message}))

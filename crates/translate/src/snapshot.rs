@@ -112,6 +112,40 @@ impl MeshSnapshot {
         }
     }
 
+    /// Removes the spec filed under `id` (by `id.kind`); `true` when something was removed.
+    /// Removing the mesh resource leaves the children in place (defaults then apply, as
+    /// for a snapshot built without the mesh resource).
+    pub fn remove(&mut self, id: &ResourceId) -> bool {
+        let parent = id.parent.clone().unwrap_or_default();
+        match id.kind {
+            ResourceKind::Mesh => self.mesh.take().is_some(),
+            ResourceKind::VirtualNode => self.virtual_nodes.remove(&id.name).is_some(),
+            ResourceKind::VirtualService => self.virtual_services.remove(&id.name).is_some(),
+            ResourceKind::VirtualRouter => self.virtual_routers.remove(&id.name).is_some(),
+            ResourceKind::Route => self.routes.remove(&(parent, id.name.clone())).is_some(),
+            ResourceKind::VirtualGateway => self.virtual_gateways.remove(&id.name).is_some(),
+            ResourceKind::GatewayRoute => self
+                .gateway_routes
+                .remove(&(parent, id.name.clone()))
+                .is_some(),
+        }
+    }
+
+    /// Applies one resource as a store event would: a live resource is inserted (or
+    /// replaces its previous spec), a `DELETED` one is removed. Resources of other meshes
+    /// are ignored. Equivalent to rebuilding with [`MeshSnapshot::from_resources`] from the
+    /// updated listing, without touching the rest of the mesh.
+    pub fn apply(&mut self, r: &Resource) {
+        if r.id.mesh != self.mesh_name {
+            return;
+        }
+        if r.status == Status::Deleted {
+            self.remove(&r.id);
+        } else {
+            self.insert(r.id.clone(), r.spec.clone());
+        }
+    }
+
     /// The routes of router `router`, by route name.
     pub fn routes_of<'a>(
         &'a self,

@@ -267,7 +267,10 @@ impl DeltaStream {
 
     fn diff(&mut self, ty: ResourceType, snap: &Arc<Snapshot>) -> Diff {
         let t = &mut self.types[ty as usize];
-        if t.force.is_empty() && t.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap)) {
+        if t.force.is_empty() && t.synced.as_ref().is_some_and(|s| s.same_content(snap, ty)) {
+            // Same content under the same subscription: nothing to send. Follow the new
+            // snapshot so the old one can be freed.
+            t.synced = Some(snap.clone());
             return Diff {
                 updates: Vec::new(),
                 removals: Vec::new(),

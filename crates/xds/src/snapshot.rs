@@ -47,9 +47,10 @@ pub struct TypeResources {
 /// Builds a [`Snapshot`]; see [`Snapshot::builder`].
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
-    items: Vec<(ResourceType, Resource)>,
+    items: Vec<(ResourceType, String, Any)>,
     errors: Vec<SnapshotError>,
     created_at: Option<Instant>,
+    previous: Option<Arc<Snapshot>>,
 }
 
 /// Why a snapshot could not be built.
@@ -123,6 +124,13 @@ impl Snapshot {
     /// The state-of-the-world version of one type (hash of its full content).
     pub fn version(&self, ty: ResourceType) -> &str {
         &self.types[ty as usize].version
+    }
+
+    /// Whether `self` and `other` hold the same `ty` resources: the same snapshot, or the
+    /// same type version (a content hash). A route change gives every node a new snapshot
+    /// whose clusters and listeners are unchanged; streams skip those types in O(1).
+    pub fn same_content(&self, other: &Snapshot, ty: ResourceType) -> bool {
+        std::ptr::eq(self, other) || self.version(ty) == other.version(ty)
     }
 
     /// One resource by type and name.
@@ -264,33 +272,51 @@ impl SnapshotBuilder {
         self
     }
 
+    /// Reuses the resources of `previous` (the node's last snapshot) whose encoding is
+    /// byte-identical to the new one: they are shared, not hashed or inspected again. A
+    /// mesh-wide route change re-translates every node, but only its route configurations
+    /// differ; the clusters and listeners are taken over as they were.
+    pub fn previous(mut self, previous: Option<Arc<Snapshot>>) -> Self {
+        self.previous = previous;
+        self
+    }
+
     /// Validates (unique non-empty names per type, matching type URLs), hashes
     /// every resource and type, and freezes the snapshot. Reports every problem.
     pub fn build(self) -> Result<Snapshot, Vec<SnapshotError>> {
         let mut errors = self.errors;
         let mut maps: [BTreeMap<Arc<str>, Arc<Resource>>; 5] = Default::default();
-        for (ty, res) in self.items {
-            if res.any().type_url != ty.type_url() {
+        for (ty, name, any) in self.items {
+            if any.type_url != ty.type_url() {
                 errors.push(SnapshotError::TypeMismatch {
-                    name: res.name().to_owned(),
+                    name,
                     expected: ty.type_url(),
-                    actual: res.any().type_url.clone(),
+                    actual: any.type_url,
                 });
                 continue;
             }
-            if res.name().is_empty() {
+            if name.is_empty() {
                 errors.push(SnapshotError::EmptyName(ty.type_url()));
                 continue;
             }
             let map = &mut maps[ty as usize];
-            if map.contains_key(res.name()) {
+            if map.contains_key(name.as_str()) {
                 errors.push(SnapshotError::Duplicate {
                     type_url: ty.type_url(),
-                    name: res.name().to_owned(),
+                    name,
                 });
                 continue;
             }
-            map.insert(res.name_arc().clone(), Arc::new(res));
+            let same = self
+                .previous
+                .as_ref()
+                .and_then(|p| p.get(ty, &name))
+                .filter(|r| r.any().value == any.value);
+            let res = match same {
+                Some(r) => r.clone(),
+                None => Arc::new(Resource::new(name, any)),
+            };
+            map.insert(res.name_arc().clone(), res);
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -299,7 +325,7 @@ impl SnapshotBuilder {
     }
 
     fn push(mut self, ty: ResourceType, name: String, any: Any) -> Self {
-        self.items.push((ty, Resource::new(name, any)));
+        self.items.push((ty, name, any));
         self
     }
 }
@@ -399,6 +425,42 @@ mod tests {
         assert_eq!(
             a.version(ResourceType::Cluster),
             b.version(ResourceType::Cluster)
+        );
+    }
+
+    #[test]
+    fn previous_snapshot_shares_identical_resources_only() {
+        let prev = Arc::new(
+            Snapshot::builder()
+                .add_cluster(cluster("a", 1))
+                .add_cluster(cluster("b", 1))
+                .build()
+                .unwrap(),
+        );
+        let next = Snapshot::builder()
+            .previous(Some(prev.clone()))
+            .add_cluster(cluster("a", 1))
+            .add_cluster(cluster("b", 2))
+            .add_cluster(cluster("c", 1))
+            .build()
+            .unwrap();
+        let fresh = Snapshot::builder()
+            .add_cluster(cluster("a", 1))
+            .add_cluster(cluster("b", 2))
+            .add_cluster(cluster("c", 1))
+            .build()
+            .unwrap();
+        let get = |s: &Snapshot, n: &str| s.get(ResourceType::Cluster, n).unwrap().clone();
+        assert!(Arc::ptr_eq(&get(&prev, "a"), &get(&next, "a")));
+        assert!(!Arc::ptr_eq(&get(&prev, "b"), &get(&next, "b")));
+        assert_ne!(get(&prev, "b").version(), get(&next, "b").version());
+        // Reuse changes nothing visible: same versions as a snapshot built from scratch.
+        for n in ["a", "b", "c"] {
+            assert_eq!(get(&next, n).version(), get(&fresh, n).version());
+        }
+        assert_eq!(
+            next.version(ResourceType::Cluster),
+            fresh.version(ResourceType::Cluster)
         );
     }
 }

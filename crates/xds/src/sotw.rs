@@ -243,7 +243,7 @@ impl SotwStream {
     /// subscription (most requests are ACKs: this keeps them O(1)).
     fn synced(&self, ty: ResourceType, snap: &Arc<Snapshot>) -> bool {
         let t = &self.types[ty as usize];
-        !t.force && t.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap))
+        !t.force && t.synced.as_ref().is_some_and(|s| s.same_content(snap, ty))
     }
 
     async fn flush(&mut self, watch: &NodeWatch, tx: &Tx) -> Result<(), Closed> {
@@ -294,8 +294,12 @@ impl SotwStream {
 
         // 2. and 3. EDS, LDS, RDS, SDS.
         for ty in ResourceType::ALL[1..].iter().copied() {
-            if self.types[ty as usize].subscribed && !self.synced(ty, &snap) {
-                self.maybe_send(ty, &snap, None, tx).await?;
+            if self.types[ty as usize].subscribed {
+                if !self.synced(ty, &snap) {
+                    self.maybe_send(ty, &snap, None, tx).await?;
+                }
+                // Evaluated against `snap` (or equal content): follow it, so the old
+                // snapshot can be freed.
                 self.types[ty as usize].synced = Some(snap.clone());
             }
             self.types[ty as usize].force = false;
@@ -306,6 +310,13 @@ impl SotwStream {
             self.maybe_send(cds, &snap, None, tx).await?;
             self.types[cds as usize].synced = Some(snap.clone());
             self.cds_base = Some(snap);
+        } else if self.types[cds as usize].synced.is_some() {
+            // Same clusters as the snapshot CDS was last evaluated against (which is
+            // `cds_base` too): follow the new one so the old one can be freed.
+            self.types[cds as usize].synced = Some(snap.clone());
+            if self.cds_base.is_some() {
+                self.cds_base = Some(snap);
+            }
         }
         Ok(())
     }
