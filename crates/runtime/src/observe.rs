@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshplane_model::{NodeId, ProxyKind, ResourceId, ResourceKind};
 use meshplane_rest::StatusExtension;
-use meshplane_xds::{NodeKey, ProxyStatus, XdsEvent, XdsServer};
+use meshplane_xds::{NodeKey, ProxyStatus, XdsEvent, XdsEventObserver, XdsServer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,7 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::reconcile::SharedState;
 
@@ -86,19 +85,12 @@ impl XdsMetrics {
         );
         Arc::new(m)
     }
+}
 
-    /// Consumes the server's events until the server goes away.
-    pub async fn run(self: Arc<Self>, server: XdsServer) {
-        let mut events = server.subscribe_events();
-        loop {
-            match events.recv().await {
-                Ok(ev) => self.observe(&ev),
-                Err(RecvError::Lagged(n)) => tracing::warn!(skipped = n, "xds metrics fell behind"),
-                Err(RecvError::Closed) => return,
-            }
-        }
-    }
-
+/// Fed inline by every stream (not through the lossy broadcast channel): a count that
+/// misses events under load would be worse than none, and a connected-proxies gauge that
+/// missed a disconnect would never recover.
+impl XdsEventObserver for XdsMetrics {
     fn observe(&self, ev: &XdsEvent) {
         let flavor = |f| match f {
             meshplane_xds::XdsFlavor::Sotw => "sotw",

@@ -219,7 +219,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
 
     let reconcile_task = tokio::spawn(reconciler.run());
     let prune_task = tokio::spawn(prune_client_tokens(service.clone()));
-    tokio::spawn(xds_metrics.run(xds.clone()));
+    xds.add_observer(xds_metrics);
     let xds_task = tokio::spawn({
         let xds = xds.clone();
         let stop = stopped();

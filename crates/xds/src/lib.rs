@@ -90,7 +90,10 @@ pub use resource::{
 };
 pub use server::{AdsService, XdsServer, XdsServerConfig};
 pub use snapshot::{Snapshot, SnapshotBuilder, SnapshotError, TypeResources};
-pub use status::{Nack, ProxyStatus, StatusRegistry, StreamInfo, TypeStatus, XdsEvent, XdsFlavor};
+pub use status::{
+    Nack, ProxyStatus, StatusRegistry, StreamInfo, TypeStatus, XdsEvent, XdsEventObserver,
+    XdsFlavor,
+};
 
 /// Re-export of the Envoy protobuf crate this API is expressed in.
 pub use envoy_types;

@@ -168,6 +168,11 @@ impl XdsServer {
         self.inner.registry.node_status(node)
     }
 
+    /// Adds an observer that sees every event synchronously (see [`XdsEventObserver`]).
+    pub fn add_observer(&self, observer: Arc<dyn crate::XdsEventObserver>) {
+        self.inner.registry.add_observer(observer);
+    }
+
     /// The shared status registry (to hand to the runtime without the server).
     pub fn registry(&self) -> Arc<StatusRegistry> {
         self.inner.registry.clone()
