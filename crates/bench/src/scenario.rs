@@ -700,7 +700,12 @@ async fn churn(
                 return;
             }
             let mut cs = changes2.lock().unwrap_or_else(|e| e.into_inner());
-            for c in cs.iter_mut().filter(|c| c.route == route) {
+            // Overtaken before every proxy converged (the loop polls every 5 ms, so a
+            // converged change has an empty `pending` by now).
+            for c in cs
+                .iter_mut()
+                .filter(|c| c.route == route && !c.pending.is_empty())
+            {
                 c.superseded = true;
             }
             cs.push(Change {
