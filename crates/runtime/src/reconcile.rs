@@ -380,65 +380,57 @@ impl Reconciler {
         }
         let started = Instant::now();
         let translated = targets.len();
-        let Some(computed) = translate_all(mesh, snap, endpoints, targets, written_at).await else {
-            return;
-        };
-        let translate_time = started.elapsed();
+        // Results stream back node by node, and each batch is pushed as it arrives: the
+        // first proxies get their configuration while the last nodes are still translated.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = translate_all(mesh, snap, endpoints, targets, written_at, tx);
         let mut pushed = 0usize;
-        // Replaced states are dropped after the lock is released, on a blocking thread:
-        // freeing 1,000 decoded configurations is milliseconds of work nobody waits for.
-        let mut replaced = Vec::with_capacity(computed.len());
-        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let ms = st
-            .meshes
-            .entry(mesh.to_owned())
-            .or_insert_with(|| MeshState::new(mesh));
-        for name in removed {
-            replaced.extend(ms.nodes.remove(&name));
-            let key = NodeKey::from(NodeId {
-                mesh: mesh.to_owned(),
-                owner: None,
-                kind: ProxyKind::VirtualNode,
-                name: name.clone(),
-            });
-            // Connected Envoys keep their last config; new ones get none.
-            self.cache.remove(&key);
-            tracing::info!(mesh, node = %name, "virtual node removed");
-        }
-        for (name, node, deps, diagnostics, snapshot) in computed {
-            let snapshot = match snapshot {
-                Ok(s) => Arc::new(s),
-                Err(e) => {
-                    tracing::error!(mesh, node = %name, error = %e, "snapshot rejected; keeping the previous one");
-                    continue;
-                }
-            };
-            for d in &diagnostics {
-                tracing::debug!(mesh, node = %name, diagnostic = %d.message, "translation diagnostic");
+        // Replaced states are dropped after the lock is released, on a blocking thread.
+        let mut replaced = Vec::new();
+        {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let ms = st
+                .meshes
+                .entry(mesh.to_owned())
+                .or_insert_with(|| MeshState::new(mesh));
+            for name in removed {
+                replaced.extend(ms.nodes.remove(&name));
+                let key = NodeKey::from(NodeId {
+                    mesh: mesh.to_owned(),
+                    owner: None,
+                    kind: ProxyKind::VirtualNode,
+                    name: name.clone(),
+                });
+                // Connected Envoys keep their last config; new ones get none.
+                self.cache.remove(&key);
+                tracing::info!(mesh, node = %name, "virtual node removed");
             }
-            let unchanged = ms
-                .nodes
-                .get(&name)
-                .is_some_and(|prev| same_versions(&prev.snapshot, &snapshot));
-            if !unchanged {
-                self.cache.set(NodeKey::from(node), snapshot.clone());
-                pushed += 1;
-            }
-            let snapshot = if unchanged {
-                ms.nodes[&name].snapshot.clone()
-            } else {
-                snapshot
-            };
-            replaced.extend(ms.nodes.insert(
-                name,
-                NodeState {
-                    deps,
-                    diagnostics: diagnostics.into(),
-                    snapshot,
-                },
-            ));
         }
-        drop(st);
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let ms = st
+                .meshes
+                .entry(mesh.to_owned())
+                .or_insert_with(|| MeshState::new(mesh));
+            for computed in batch.drain(..) {
+                let (name, state) = match self.apply(mesh, ms, computed) {
+                    Applied::Pushed(name, state) => {
+                        pushed += 1;
+                        (name, state)
+                    }
+                    Applied::Unchanged(name, state) => (name, state),
+                    Applied::Rejected => continue,
+                };
+                replaced.extend(ms.nodes.insert(name, state));
+            }
+        }
+        let translate_time = started.elapsed();
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, mesh, "translation task failed; its nodes keep their previous configuration");
+            }
+        }
         tracing::debug!(
             mesh,
             translated,
@@ -452,6 +444,49 @@ impl Reconciler {
             tokio::task::spawn_blocking(move || drop(replaced));
         }
     }
+
+    /// Turns one translated node into its new state, pushing the snapshot to the cache
+    /// when some type's version changed.
+    fn apply(&self, mesh: &str, ms: &MeshState, computed: Computed) -> Applied {
+        let (name, node, deps, diagnostics, snapshot) = computed;
+        let snapshot = match snapshot {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(mesh, node = %name, error = %e, "snapshot rejected; keeping the previous one");
+                return Applied::Rejected;
+            }
+        };
+        for d in &diagnostics {
+            tracing::debug!(mesh, node = %name, diagnostic = %d.message, "translation diagnostic");
+        }
+        let previous = ms
+            .nodes
+            .get(&name)
+            .filter(|prev| same_versions(&prev.snapshot, &snapshot))
+            .map(|prev| prev.snapshot.clone());
+        let state = |snapshot| NodeState {
+            deps,
+            diagnostics: diagnostics.into(),
+            snapshot,
+        };
+        match previous {
+            Some(unchanged) => Applied::Unchanged(name, state(unchanged)),
+            None => {
+                self.cache.set(NodeKey::from(node), snapshot.clone());
+                Applied::Pushed(name, state(snapshot))
+            }
+        }
+    }
+}
+
+/// What [`Reconciler::apply`] did with one node.
+enum Applied {
+    /// New versions, pushed.
+    Pushed(String, NodeState),
+    /// Same versions as before (the previous snapshot is kept, nothing pushed).
+    Unchanged(String, NodeState),
+    /// The snapshot could not be built; the previous state stays.
+    Rejected,
 }
 
 /// One translated node: name, id, dependencies, diagnostics, encoded snapshot.
@@ -468,15 +503,16 @@ const MIN_NODES_PER_TASK: usize = 8;
 
 /// Translates `targets` off the async workers (translation is CPU work), split over as
 /// many blocking tasks as there are cores when there is enough to split: a mesh-wide
-/// change recomputes every node, and the nodes are independent. The result keeps the
-/// order of `targets`. `None` when a task panicked (logged; the previous snapshots stay).
-async fn translate_all(
+/// change recomputes every node, and the nodes are independent. Each node's result is
+/// sent on `out` as soon as it is ready; the channel closes when every task is done.
+fn translate_all(
     mesh: &str,
     snap: Arc<MeshSnapshot>,
     endpoints: Arc<Endpoints>,
     targets: Vec<(String, TranslateOptions, Option<Arc<Snapshot>>)>,
     written_at: Instant,
-) -> Option<Vec<Computed>> {
+    out: tokio::sync::mpsc::UnboundedSender<Computed>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tasks = cores.min(targets.len() / MIN_NODES_PER_TASK).max(1);
     let per_task = targets.len().div_ceil(tasks).max(1);
@@ -487,39 +523,33 @@ async fn translate_all(
         if chunk.is_empty() {
             break;
         }
-        let (snap, endpoints, mesh) = (snap.clone(), endpoints.clone(), mesh.to_owned());
+        let (snap, endpoints, mesh, out) = (
+            snap.clone(),
+            endpoints.clone(),
+            mesh.to_owned(),
+            out.clone(),
+        );
         handles.push(tokio::task::spawn_blocking(move || {
-            chunk
-                .into_iter()
-                .map(|(name, options, previous)| {
-                    let node = NodeId {
-                        mesh: mesh.clone(),
-                        owner: None,
-                        kind: ProxyKind::VirtualNode,
-                        name: name.clone(),
-                    };
-                    let config = translate_node(&snap, &endpoints, &node, &options);
-                    let deps = dependencies(&snap, &node);
-                    let snapshot = build_snapshot(&config, written_at, previous);
-                    (name, node, deps, config.diagnostics, snapshot)
-                })
-                .collect::<Vec<_>>()
+            for (name, options, previous) in chunk {
+                let node = NodeId {
+                    mesh: mesh.clone(),
+                    owner: None,
+                    kind: ProxyKind::VirtualNode,
+                    name: name.clone(),
+                };
+                let config = translate_node(&snap, &endpoints, &node, &options);
+                let deps = dependencies(&snap, &node);
+                let snapshot = build_snapshot(&config, written_at, previous);
+                if out
+                    .send((name, node, deps, config.diagnostics, snapshot))
+                    .is_err()
+                {
+                    return; // The reconciler went away.
+                }
+            }
         }));
     }
-    // Release the mesh view before the caller edits it again (`Arc::make_mut`).
-    drop(snap);
-    let mut out = Vec::new();
-    let mut failed = false;
-    for h in handles {
-        match h.await {
-            Ok(part) => out.extend(part),
-            Err(e) => {
-                tracing::error!(error = %e, mesh, "translation task failed");
-                failed = true;
-            }
-        }
-    }
-    (!failed).then_some(out)
+    handles
 }
 
 /// The next event of either watch (`None` once either is closed).
