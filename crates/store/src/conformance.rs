@@ -58,6 +58,13 @@ macro_rules! store_conformance_tests {
             watch_from_the_future_waits_for_it($crate::StoreOptions::default()),
             watch_from_compacted_revision_fails($crate::conformance::small_history()),
             concurrent_compare_and_set_loses_no_update($crate::StoreOptions::default()),
+            concurrent_creates_get_distinct_revisions_in_watch_order(
+                $crate::StoreOptions::default()
+            ),
+            concurrent_conflicting_txns_have_exactly_one_winner(
+                $crate::StoreOptions::default()
+            ),
+            concurrent_failures_and_noops_take_no_revision($crate::StoreOptions::default()),
             watch_sees_concurrent_writes_in_order_without_duplicates(
                 $crate::StoreOptions::default()
             ),
@@ -788,6 +795,200 @@ pub async fn concurrent_compare_and_set_loses_no_update<S: Store>(store: S) {
     assert_eq!(kv.value, (TASKS * INCREMENTS).to_string().as_bytes());
     assert_eq!(kv.version, TASKS * INCREMENTS);
     assert_eq!(revision(&*store).await, TASKS * INCREMENTS);
+}
+
+/// Runs `txns` concurrently, all released together (so that a backend that groups
+/// concurrent transactions sees them at once); returns the outcomes in input order.
+async fn run_concurrently<S: Store>(
+    store: &Arc<S>,
+    txns: Vec<Txn>,
+) -> Vec<Result<TxnOutcome, StoreError>> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(txns.len()));
+    let mut tasks = Vec::new();
+    for txn in txns {
+        let store = Arc::clone(store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.txn(txn).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        match tokio::time::timeout(WAIT, task).await {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => panic!("txn task failed: {e}"),
+            Err(_) => panic!("concurrent txns did not finish within {WAIT:?}"),
+        }
+    }
+    outcomes
+}
+
+/// 64 concurrent transactions each creating a distinct key all commit, with distinct
+/// revisions 1..=64 (one each), and a watch delivers their events in revision order,
+/// each at the revision its transaction reported.
+pub async fn concurrent_creates_get_distinct_revisions_in_watch_order<S: Store>(store: S) {
+    const TXNS: usize = 64;
+    let store = Arc::new(store);
+    let mut rx = watch(&*store, "c/", 0).await;
+    let txns = (0..TXNS)
+        .map(|i| {
+            let key = format!("c/{i:02}");
+            Txn {
+                preconditions: vec![Precondition::Absent(key.clone())],
+                ops: vec![put(&key, &i.to_string())],
+            }
+        })
+        .collect();
+    let outcomes = run_concurrently(&store, txns).await;
+    let mut revision_of = std::collections::BTreeMap::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Ok(TxnOutcome::Committed { revision }) => {
+                if let Some(other) = revision_of.insert(revision, format!("c/{i:02}")) {
+                    panic!("revision {revision} reported to both {other} and c/{i:02}");
+                }
+            }
+            other => panic!("create of c/{i:02} did not commit: {other:?}"),
+        }
+    }
+    let revisions: Vec<Revision> = revision_of.keys().copied().collect();
+    assert_eq!(revisions, (1..=TXNS as Revision).collect::<Vec<_>>());
+    assert_eq!(revision(&*store).await, TXNS as Revision);
+    for (expected_revision, expected_key) in &revision_of {
+        let event = next_event(&mut rx).await;
+        assert_eq!(
+            (event.kind, &event.kv.key, event.revision()),
+            (EventKind::Put, expected_key, *expected_revision),
+            "watch order"
+        );
+        assert_eq!(
+            (event.kv.create_revision, event.kv.version),
+            (*expected_revision, 1)
+        );
+    }
+    for (revision, key) in &revision_of {
+        let kv = get(&*store, key).await.expect("created key exists");
+        assert_eq!(kv.mod_revision, *revision);
+    }
+}
+
+/// 32 concurrent compare-and-set transactions on one key, all from the same read,
+/// have exactly one winner; so do 32 concurrent creates of one missing key. The
+/// losers fail at their precondition and write nothing.
+pub async fn concurrent_conflicting_txns_have_exactly_one_winner<S: Store>(store: S) {
+    const TXNS: usize = 32;
+    let store = Arc::new(store);
+    put_one(&*store, "cas", "initial").await;
+    let read = get(&*store, "cas").await.expect("cas exists");
+    let cas = (0..TXNS)
+        .map(|i| Txn {
+            preconditions: vec![
+                Precondition::Absent("unrelated".to_owned()),
+                Precondition::ModRevision("cas".to_owned(), read.mod_revision),
+            ],
+            ops: vec![put("cas", &format!("writer {i}"))],
+        })
+        .collect();
+    let creates = (0..TXNS)
+        .map(|i| Txn {
+            preconditions: vec![Precondition::Absent("lock".to_owned())],
+            ops: vec![put("lock", &format!("holder {i}"))],
+        })
+        .collect();
+    for (key, txns, failing_index) in [("cas", cas, 1), ("lock", creates, 0)] {
+        let before = revision(&*store).await;
+        let outcomes = run_concurrently(&store, txns).await;
+        let mut winners = Vec::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(TxnOutcome::Committed { revision }) => winners.push((i, revision)),
+                Ok(TxnOutcome::Failed { precondition }) if precondition == failing_index => {}
+                other => panic!("{key} txn {i}: unexpected {other:?}"),
+            }
+        }
+        let [(winner, won_at)] = winners[..] else {
+            panic!("{key}: expected exactly one winner, got {winners:?}");
+        };
+        assert_eq!(won_at, before + 1, "{key}");
+        assert_eq!(revision(&*store).await, before + 1, "{key}: losers wrote");
+        let kv = get(&*store, key).await.expect("key exists");
+        let holder = if key == "cas" { "writer" } else { "holder" };
+        assert_eq!(kv.value, format!("{holder} {winner}").into_bytes());
+        assert_eq!(kv.mod_revision, won_at);
+    }
+}
+
+/// Concurrent transactions mixing successes, failed preconditions and no-ops: the
+/// successes commit with consecutive revisions; failures and no-ops take none, emit
+/// no event and change nothing; a no-op reports a revision already reached.
+pub async fn concurrent_failures_and_noops_take_no_revision<S: Store>(store: S) {
+    const TXNS: usize = 48;
+    let store = Arc::new(store);
+    put_one(&*store, "taken", "original").await;
+    let mut rx = watch(&*store, "", 1).await;
+    let txns: Vec<Txn> = (0..TXNS)
+        .map(|i| match i % 3 {
+            0 => Txn {
+                preconditions: vec![Precondition::Absent(format!("new/{i:02}"))],
+                ops: vec![put(&format!("new/{i:02}"), "x")],
+            },
+            1 => Txn {
+                preconditions: vec![
+                    Precondition::Absent(format!("new/{i:02}")),
+                    Precondition::Absent("taken".to_owned()),
+                ],
+                ops: vec![
+                    put("taken", "overwritten"),
+                    put(&format!("new/{i:02}"), "x"),
+                ],
+            },
+            _ => Txn {
+                preconditions: vec![Precondition::ModRevision("taken".to_owned(), 1)],
+                ops: vec![delete(&format!("missing/{i:02}"))],
+            },
+        })
+        .collect();
+    let outcomes = run_concurrently(&store, txns).await;
+    let mut committed = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i % 3, outcome) {
+            (0, Ok(TxnOutcome::Committed { revision })) => committed.push(revision),
+            (1, Ok(TxnOutcome::Failed { precondition: 1 })) => {}
+            (2, Ok(TxnOutcome::Committed { revision })) => {
+                assert!(
+                    (1..=1 + TXNS as Revision / 3).contains(&revision),
+                    "no-op {i} reported revision {revision}"
+                );
+            }
+            (_, other) => panic!("txn {i}: unexpected {other:?}"),
+        }
+    }
+    committed.sort_unstable();
+    let expected: Vec<Revision> = (2..=1 + TXNS as Revision / 3).collect();
+    assert_eq!(committed, expected, "one revision per successful txn");
+    assert_eq!(revision(&*store).await, 1 + TXNS as Revision / 3);
+    let taken = get(&*store, "taken").await.expect("taken exists");
+    assert_eq!(
+        (taken.value.as_slice(), taken.version),
+        (&b"original"[..], 1)
+    );
+    let page = list(&*store, "new/", None, 0).await;
+    assert_eq!(page.items.len(), TXNS / 3);
+    assert!(list(&*store, "missing/", None, 0).await.items.is_empty());
+    // The watch sees exactly the successful creates, in revision order.
+    for expected_revision in expected {
+        let event = next_event(&mut rx).await;
+        assert_eq!(event.revision(), expected_revision);
+        assert!(event.kv.key.starts_with("new/"), "{}", event.kv.key);
+    }
+    put_one(&*store, "after", "x").await;
+    let event = next_event(&mut rx).await;
+    assert_eq!(
+        (event.kv.key.as_str(), event.revision()),
+        ("after", 2 + TXNS as Revision / 3),
+        "no event from a failed or no-op txn"
+    );
 }
 
 /// While several writers commit concurrently, a watch (started mid-way, so it

@@ -23,7 +23,9 @@
 //! # Backends
 //!
 //! - [`SqliteStore`]: the embedded, durable default (one SQLite file in WAL mode,
-//!   `synchronous=FULL`, a bounded change log serving watches from past revisions).
+//!   `synchronous=FULL`, a bounded change log serving watches from past revisions;
+//!   concurrent transactions are group-committed, sharing one SQLite commit and one
+//!   fsync, each with its own outcome and revision).
 //! - [`MemoryStore`]: the same semantics in memory, for fast tests.
 //!
 //! Both are tuned by [`StoreOptions`] (change-log retention and watch buffering) and

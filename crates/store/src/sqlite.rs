@@ -13,32 +13,45 @@
 //! - Durability: `journal_mode=WAL` and `synchronous=FULL`, so a transaction that
 //!   returned `Committed` has been fsynced to the WAL and survives `kill -9` and power
 //!   loss.
-//! - Concurrency: one writer connection behind a mutex serialises transactions (each
-//!   runs `BEGIN IMMEDIATE`, checks its preconditions, writes, appends to the change
-//!   log and updates `meta` in one SQLite transaction). Reads use a small pool of
-//!   read-only connections, which WAL lets run beside the writer; a listing reads in
-//!   one read transaction, so it is a consistent snapshot.
-//! - Every SQLite call runs on the blocking thread pool (`spawn_blocking`), never on
-//!   an async worker.
+//! - Writes: group commit. One dedicated writer thread owns the writer connection
+//!   and takes transactions from a queue. When it becomes free it takes everything
+//!   queued (up to [`MAX_BATCH`], no timer: a lone write is not delayed) and applies
+//!   the batch in one SQLite transaction (`BEGIN IMMEDIATE`), each `Store::txn` in its
+//!   own `SAVEPOINT`, in queue order, so a later transaction's preconditions see the
+//!   earlier ones' writes and a transaction failing with an SQL error is rolled back
+//!   alone. Each transaction that changes something gets the next revision; one
+//!   `COMMIT` (one fsync) makes the whole batch durable, and only then are the
+//!   in-memory revision moved, the batch's events published (in revision order) and
+//!   the callers answered. If `COMMIT` fails every transaction of the batch gets the
+//!   error and nothing moves.
+//! - Reads use a small pool of read-only connections, which WAL lets run beside the
+//!   writer; a listing reads in one read transaction, so it is a consistent snapshot.
+//!   Every read runs on the blocking thread pool (`spawn_blocking`), never on an async
+//!   worker; writes run on the writer thread.
 //! - The file is locked (`<path>.lock`, an OS advisory lock) for the lifetime of the
 //!   store: a second opener, in this process or another, gets
 //!   [`StoreError::Unavailable`].
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::watch::{self, Batch, LogChunk, LogSource};
 use crate::{
     Event, EventKind, KeyValue, ListPage, Op, Precondition, Revision, Store, StoreError,
     StoreOptions, Txn, TxnOutcome, WatchStream,
 };
+
+/// The most `Store::txn` calls one SQLite transaction (one fsync) commits together.
+const MAX_BATCH: usize = 256;
 
 /// Idle read connections kept for reuse; more are opened on demand under load.
 const MAX_IDLE_READERS: usize = 4;
@@ -87,18 +100,75 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
-    /// Queues writers on the executor (FIFO) so that at most one blocking-pool thread
-    /// at a time works on, or waits for, the writer connection.
-    write_permit: tokio::sync::Mutex<()>,
+    /// The queue of the writer thread, which owns the writer connection. Declared
+    /// before `_lock`: dropping it joins the thread, which closes the connection.
+    writer: Writer,
     readers: Mutex<Vec<Connection>>,
-    /// The last committed revision, for `revision()` without touching the disk.
-    revision: AtomicU64,
+    /// The last committed revision, for `revision()` without touching the disk
+    /// (moved by the writer thread after each commit).
+    revision: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<Batch>>,
     options: StoreOptions,
     /// Held for the lifetime of the store; declared last so it is released after the
     /// connections are closed.
     _lock: File,
+}
+
+/// The store's handle on its writer thread.
+#[derive(Debug)]
+struct Writer {
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Request>>,
+    /// `None` only while dropping.
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the writer thread is asked to do.
+enum Request {
+    /// Apply a transaction and answer with its outcome.
+    Txn {
+        txn: Txn,
+        reply: oneshot::Sender<Result<TxnOutcome, StoreError>>,
+    },
+    /// Run a function on the writer connection, between batches.
+    #[cfg(test)]
+    Inspect(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// A queued transaction waiting for its batch to commit.
+struct Pending {
+    txn: Txn,
+    reply: oneshot::Sender<Result<TxnOutcome, StoreError>>,
+}
+
+/// The writer thread's state: the only user of the writer connection.
+struct WriterThread {
+    conn: Connection,
+    requests: mpsc::Receiver<Request>,
+    revision: Arc<AtomicU64>,
+    events: broadcast::Sender<Arc<Batch>>,
+    options: StoreOptions,
+}
+
+/// What applying one batch produced (nothing of it is visible before the commit).
+#[derive(Debug)]
+struct BatchResult {
+    /// One result per transaction, in batch order.
+    outcomes: Vec<Result<TxnOutcome, StoreError>>,
+    /// The committed transactions' events, in revision order.
+    published: Vec<Arc<Batch>>,
+    /// The store revision after the batch.
+    revision: Revision,
+}
+
+/// What one transaction of a batch did inside its savepoint.
+enum Applied {
+    /// It wrote these events (at the revision it was given).
+    Changed(Vec<Event>),
+    /// Its preconditions held but it changed nothing.
+    Unchanged,
+    /// The precondition at this index failed.
+    Failed(usize),
 }
 
 // === impl SqliteStore ===
@@ -139,14 +209,31 @@ impl SqliteStore {
         }
         let revision = init_schema(&mut writer)?;
         let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
+        let revision_counter = Arc::new(AtomicU64::new(revision));
+        let (queue, requests) = mpsc::channel();
+        let thread = WriterThread {
+            conn: writer,
+            requests,
+            revision: Arc::clone(&revision_counter),
+            events: events.clone(),
+            options: options.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("meshplane-store-writer".to_owned())
+            .spawn(move || thread.run())
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the store writer thread: {e}"))
+            })?;
         tracing::debug!(path = %path.display(), revision, "opened sqlite store");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(writer),
-                write_permit: tokio::sync::Mutex::new(()),
+                writer: Writer {
+                    queue: Some(queue),
+                    thread: Some(thread),
+                },
                 readers: Mutex::new(Vec::new()),
-                revision: AtomicU64::new(revision),
+                revision: revision_counter,
                 events,
                 options,
                 _lock: lock,
@@ -193,11 +280,13 @@ impl Store for SqliteStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        // The writer mutex inside `apply` is what serialises transactions; the permit
-        // only keeps waiting writers off the blocking pool. If this future is dropped
-        // mid-way the transaction still completes (or not) on its own.
-        let _permit = self.inner.write_permit.lock().await;
-        self.blocking(move |inner| inner.apply(txn)).await
+        // Once queued, the transaction completes (or not) even if this future is
+        // dropped; the answer then goes nowhere.
+        let (reply, answer) = oneshot::channel();
+        self.inner.writer.send(Request::Txn { txn, reply })?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer stopped".to_owned()))?
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
@@ -212,12 +301,6 @@ impl Store for SqliteStore {
 // === impl Inner ===
 
 impl Inner {
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        // A panic while the lock was held dropped the rusqlite transaction, which
-        // rolled it back: the connection is still usable.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Runs `f` on a pooled read-only connection.
     fn with_reader<T>(
         &self,
@@ -239,122 +322,102 @@ impl Inner {
         }
         result
     }
+}
 
-    /// Checks and applies one transaction, then publishes its events. Serialised by
-    /// the writer mutex, which is also held while publishing so that batches go out
-    /// in revision order.
-    fn apply(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        let mut conn = self.writer();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
-        // Read inside the write transaction: the source of truth is the file.
-        let current = read_meta(&tx, "revision")?;
-        for (index, precondition) in txn.preconditions.iter().enumerate() {
-            if !holds(&tx, precondition)? {
-                return Ok(TxnOutcome::Failed {
-                    precondition: index,
-                });
-            }
-        }
-        let revision = current + 1;
-        let rev = to_sql(revision)?;
-        let mut events = Vec::new();
-        for op in txn.ops {
-            match op {
-                Op::Put { key, value } => {
-                    let (create_revision, version): (i64, i64) = tx
-                        .prepare_cached(
-                            "INSERT INTO kv (key, value, create_revision, mod_revision, version)
-                             VALUES (?1, ?2, ?3, ?3, 1)
-                             ON CONFLICT (key) DO UPDATE SET
-                                 value = excluded.value,
-                                 mod_revision = excluded.mod_revision,
-                                 version = kv.version + 1
-                             RETURNING create_revision, version",
-                        )
-                        .and_then(|mut s| {
-                            s.query_row(params![key.as_bytes(), value, rev], |r| {
-                                Ok((r.get(0)?, r.get(1)?))
-                            })
-                        })
-                        .map_err(sql_err)?;
-                    events.push(Event {
-                        kind: EventKind::Put,
-                        kv: KeyValue {
-                            key,
-                            value,
-                            create_revision: from_sql(create_revision)?,
-                            mod_revision: revision,
-                            version: from_sql(version)?,
-                        },
-                    });
-                }
-                Op::Delete { key } => {
-                    let deleted = tx
-                        .prepare_cached("DELETE FROM kv WHERE key = ?1")
-                        .and_then(|mut s| s.execute([key.as_bytes()]))
-                        .map_err(sql_err)?;
-                    if deleted > 0 {
-                        events.push(Event {
-                            kind: EventKind::Delete,
-                            kv: KeyValue {
-                                key,
-                                value: Vec::new(),
-                                create_revision: 0,
-                                mod_revision: revision,
-                                version: 0,
-                            },
-                        });
-                    }
-                }
-            }
-        }
-        if events.is_empty() {
-            // Nothing changed (no ops, or deletes of missing keys): no new revision.
-            // Dropping `tx` rolls back the (empty) transaction.
-            return Ok(TxnOutcome::Committed { revision: current });
-        }
+// === impl Writer ===
+
+impl Writer {
+    /// Queues a request for the writer thread.
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let stopped = || StoreError::Unavailable("the store writer stopped".to_owned());
+        self.queue
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(request)
+            .map_err(|_| stopped())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue stops the thread once it has applied what was queued
+        // (transactions whose callers went away still complete).
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO changes
-                     (revision, seq, key, kind, value, create_revision, version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(sql_err)?;
-            for (seq, event) in events.iter().enumerate() {
-                let kind = match event.kind {
-                    EventKind::Put => KIND_PUT,
-                    EventKind::Delete => KIND_DELETE,
-                };
-                insert
-                    .execute(params![
-                        rev,
-                        to_sql(seq as u64)?,
-                        event.kv.key.as_bytes(),
-                        kind,
-                        event.kv.value,
-                        to_sql(event.kv.create_revision)?,
-                        to_sql(event.kv.version)?,
-                    ])
-                    .map_err(sql_err)?;
+            tracing::error!("the store writer thread panicked");
+        }
+    }
+}
+
+// === impl WriterThread ===
+
+impl WriterThread {
+    /// Commits batches until the queue is closed and drained.
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Block for the first request, then take whatever else is already queued:
+        // a lone write is never delayed, and writes that queued up while the previous
+        // batch was committing share the next commit.
+        while let Ok(first) = self.requests.recv() {
+            self.take(first, &mut batch);
+            while batch.len() < MAX_BATCH {
+                match self.requests.try_recv() {
+                    Ok(request) => self.take(request, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let pending = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+            // A panic (a bug) fails this batch only: its callers see their reply
+            // channel closed, the rusqlite transaction rolled back while unwinding, and
+            // the in-memory revision only moves after a commit.
+            let committed =
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_batch(pending)));
+            if committed.is_err() {
+                tracing::error!("the store writer panicked; its batch failed");
             }
         }
-        write_meta(&tx, "revision", revision)?;
-        let compacted_through = read_meta(&tx, "compacted_through")?;
-        if let Some(through) = self.options.compaction_due(revision, compacted_through) {
-            let through_sql = to_sql(through)?;
-            tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")
-                .and_then(|mut s| s.execute([through_sql]))
-                .map_err(sql_err)?;
-            write_meta(&tx, "compacted_through", through)?;
+        tracing::debug!("store writer stopped");
+    }
+
+    fn take(&self, request: Request, batch: &mut Vec<Pending>) {
+        match request {
+            Request::Txn { txn, reply } => batch.push(Pending { txn, reply }),
+            #[cfg(test)]
+            Request::Inspect(f) => f(&self.conn),
         }
-        tx.commit().map_err(sql_err)?;
-        self.revision.store(revision, Ordering::SeqCst);
-        // Never waits: slow receivers observe `Lagged` and catch up from the log.
-        let _ = self.events.send(Arc::new(Batch { revision, events }));
-        Ok(TxnOutcome::Committed { revision })
+    }
+
+    /// Applies and commits one batch, then publishes its events and answers every
+    /// caller.
+    fn commit_batch(&mut self, batch: Vec<Pending>) {
+        let (txns, replies): (Vec<Txn>, Vec<_>) =
+            batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+        let size = txns.len();
+        match apply_batch(&mut self.conn, txns, &self.options) {
+            Ok(result) => {
+                tracing::trace!(size, revision = result.revision, "committed a batch");
+                self.revision.store(result.revision, Ordering::SeqCst);
+                for batch in result.published {
+                    // Never waits: slow receivers observe `Lagged` and catch up from
+                    // the log.
+                    let _ = self.events.send(batch);
+                }
+                for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(size, error = %e, "a batch of store transactions failed");
+                for reply in replies {
+                    let _ = reply.send(Err(copy_error(&e)));
+                }
+            }
+        }
     }
 }
 
@@ -373,6 +436,176 @@ impl LogSource for Inner {
 }
 
 // === fns ===
+
+/// Applies `txns` in order in one SQLite transaction, each in its own savepoint, and
+/// commits it. On `Err` nothing of the batch was committed and every transaction
+/// failed with that error; on `Ok` each transaction has its own result.
+fn apply_batch(
+    conn: &mut Connection,
+    txns: Vec<Txn>,
+    options: &StoreOptions,
+) -> Result<BatchResult, StoreError> {
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    // Read inside the write transaction: the source of truth is the file.
+    let current = read_meta(&tx, "revision")?;
+    let mut revision = current;
+    let mut outcomes = Vec::with_capacity(txns.len());
+    let mut published = Vec::new();
+    for txn in txns {
+        let savepoint = tx.savepoint().map_err(sql_err)?;
+        match apply_txn(&savepoint, txn, revision + 1) {
+            Ok(Applied::Changed(events)) => {
+                savepoint.commit().map_err(sql_err)?;
+                revision += 1;
+                published.push(Arc::new(Batch { revision, events }));
+                outcomes.push(Ok(TxnOutcome::Committed { revision }));
+            }
+            // Dropping the savepoint rolls it back (there is nothing to undo).
+            Ok(Applied::Unchanged) => outcomes.push(Ok(TxnOutcome::Committed { revision })),
+            Ok(Applied::Failed(precondition)) => {
+                outcomes.push(Ok(TxnOutcome::Failed { precondition }));
+            }
+            Err(e) => {
+                // Undo this transaction's partial writes only. Some errors (I/O, full
+                // disk) make SQLite roll back the whole transaction: then the batch as
+                // a whole has failed.
+                let undone = savepoint.finish();
+                if undone.is_err() || tx.is_autocommit() {
+                    return Err(e);
+                }
+                outcomes.push(Err(e));
+            }
+        }
+    }
+    if revision == current {
+        // Nothing changed: dropping `tx` rolls back the (empty) transaction.
+        return Ok(BatchResult {
+            outcomes,
+            published,
+            revision,
+        });
+    }
+    write_meta(&tx, "revision", revision)?;
+    let compacted_through = read_meta(&tx, "compacted_through")?;
+    if let Some(through) = options.compaction_due(revision, compacted_through) {
+        let through_sql = to_sql(through)?;
+        tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")
+            .and_then(|mut s| s.execute([through_sql]))
+            .map_err(sql_err)?;
+        write_meta(&tx, "compacted_through", through)?;
+    }
+    tx.commit().map_err(sql_err)?;
+    Ok(BatchResult {
+        outcomes,
+        published,
+        revision,
+    })
+}
+
+/// Checks `txn`'s preconditions and, when they hold, applies its operations and
+/// appends them to the change log at `revision` (meta is the batch's business).
+fn apply_txn(conn: &Connection, txn: Txn, revision: Revision) -> Result<Applied, StoreError> {
+    for (index, precondition) in txn.preconditions.iter().enumerate() {
+        if !holds(conn, precondition)? {
+            return Ok(Applied::Failed(index));
+        }
+    }
+    let rev = to_sql(revision)?;
+    let mut events = Vec::new();
+    for op in txn.ops {
+        match op {
+            Op::Put { key, value } => {
+                let (create_revision, version): (i64, i64) = conn
+                    .prepare_cached(
+                        "INSERT INTO kv (key, value, create_revision, mod_revision, version)
+                         VALUES (?1, ?2, ?3, ?3, 1)
+                         ON CONFLICT (key) DO UPDATE SET
+                             value = excluded.value,
+                             mod_revision = excluded.mod_revision,
+                             version = kv.version + 1
+                         RETURNING create_revision, version",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![key.as_bytes(), value, rev], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                    })
+                    .map_err(sql_err)?;
+                events.push(Event {
+                    kind: EventKind::Put,
+                    kv: KeyValue {
+                        key,
+                        value,
+                        create_revision: from_sql(create_revision)?,
+                        mod_revision: revision,
+                        version: from_sql(version)?,
+                    },
+                });
+            }
+            Op::Delete { key } => {
+                let deleted = conn
+                    .prepare_cached("DELETE FROM kv WHERE key = ?1")
+                    .and_then(|mut s| s.execute([key.as_bytes()]))
+                    .map_err(sql_err)?;
+                if deleted > 0 {
+                    events.push(Event {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            key,
+                            value: Vec::new(),
+                            create_revision: 0,
+                            mod_revision: revision,
+                            version: 0,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    if events.is_empty() {
+        // No ops, or only deletes of missing keys: no new revision.
+        return Ok(Applied::Unchanged);
+    }
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO changes
+             (revision, seq, key, kind, value, create_revision, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(sql_err)?;
+    for (seq, event) in events.iter().enumerate() {
+        let kind = match event.kind {
+            EventKind::Put => KIND_PUT,
+            EventKind::Delete => KIND_DELETE,
+        };
+        insert
+            .execute(params![
+                rev,
+                to_sql(seq as u64)?,
+                event.kv.key.as_bytes(),
+                kind,
+                event.kv.value,
+                to_sql(event.kv.create_revision)?,
+                to_sql(event.kv.version)?,
+            ])
+            .map_err(sql_err)?;
+    }
+    Ok(Applied::Changed(events))
+}
+
+/// The same error again, for each transaction of a failed batch.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Compacted { requested, oldest } => StoreError::Compacted {
+            requested: *requested,
+            oldest: *oldest,
+        },
+        StoreError::Unavailable(msg) => StoreError::Unavailable(msg.clone()),
+        StoreError::Corrupt(msg) => StoreError::Corrupt(msg.clone()),
+    }
+}
 
 async fn run_blocking<T, F>(f: F) -> Result<T, StoreError>
 where
@@ -751,17 +984,250 @@ mod tests {
             conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
                 .expect("pragma")
         };
-        assert_eq!(sync(&store.inner.writer()), 2, "FULL");
-        let mode: String = store
-            .inner
-            .writer()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .expect("pragma");
+        let (writer_sync, mode) = with_writer(&store, move |conn| {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .expect("pragma");
+            (sync(conn), mode)
+        });
+        assert_eq!(writer_sync, 2, "FULL");
         assert_eq!(mode, "wal");
         let reader_sync = store
             .inner
             .with_reader(|conn| Ok(sync(conn)))
             .expect("reader");
         assert_eq!(reader_sync, 2);
+    }
+
+    /// Runs `f` on the writer thread's connection, between batches.
+    fn with_writer<T: Send + 'static>(
+        store: &SqliteStore,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store
+            .inner
+            .writer
+            .send(Request::Inspect(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            })))
+            .expect("writer running");
+        rx.recv().expect("writer answered")
+    }
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            key: key.to_owned(),
+            value: b"x".to_vec(),
+        }
+    }
+
+    fn txn(preconditions: Vec<Precondition>, ops: Vec<Op>) -> Txn {
+        Txn { preconditions, ops }
+    }
+
+    /// A fresh database's writer connection, without a store around it.
+    fn bare_writer(dir: &tempfile::TempDir) -> Connection {
+        let mut conn = open_connection(&dir.path().join("meshplane.db")).expect("open");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        init_schema(&mut conn).expect("schema");
+        conn
+    }
+
+    fn committed(outcome: &Result<TxnOutcome, StoreError>) -> Option<Revision> {
+        match outcome {
+            Ok(TxnOutcome::Committed { revision }) => Some(*revision),
+            _ => None,
+        }
+    }
+
+    /// In one batch, later transactions see earlier ones' writes, failures and no-ops
+    /// take no revision, and a transaction failing with an SQL error after writing is
+    /// rolled back alone while the others commit.
+    #[test]
+    fn a_batch_applies_in_order_and_isolates_each_txn() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = bare_writer(&dir);
+        // Any insert of the key "boom" fails with an SQL error.
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER boom BEFORE INSERT ON kv
+             WHEN NEW.key = CAST('boom' AS BLOB)
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .expect("trigger");
+        let options = StoreOptions::default();
+        let txns = vec![
+            txn(vec![Precondition::Absent("a".into())], vec![put("a")]), // 1
+            txn(vec![Precondition::Absent("a".into())], vec![put("a")]), // fails: sees a
+            txn(
+                vec![Precondition::ModRevision("a".into(), 1)],
+                vec![put("a")],
+            ), // 2
+            txn(vec![], vec![put("partial"), put("boom")]),              // SQL error after a write
+            txn(vec![], vec![]),                                         // no-op at 2
+            txn(
+                vec![],
+                vec![Op::Delete {
+                    key: "missing".into(),
+                }],
+            ), // no-op at 2
+            txn(
+                vec![Precondition::ModRevision("a".into(), 2)],
+                vec![put("b")],
+            ), // 3
+        ];
+        let result = apply_batch(&mut conn, txns, &options).expect("batch commits");
+        let o = &result.outcomes;
+        assert_eq!(committed(&o[0]), Some(1));
+        assert!(matches!(o[1], Ok(TxnOutcome::Failed { precondition: 0 })));
+        assert_eq!(committed(&o[2]), Some(2));
+        assert!(matches!(&o[3], Err(StoreError::Unavailable(m)) if m.contains("boom")));
+        assert_eq!(committed(&o[4]), Some(2));
+        assert_eq!(committed(&o[5]), Some(2));
+        assert_eq!(committed(&o[6]), Some(3));
+        assert_eq!(result.revision, 3);
+        let revisions: Vec<_> = result.published.iter().map(|b| b.revision).collect();
+        assert_eq!(revisions, [1, 2, 3]);
+        // Durable in the file: the meta revision, the data and the change log.
+        assert!(conn.is_autocommit(), "committed");
+        assert_eq!(read_meta(&conn, "revision").expect("meta"), 3);
+        assert_eq!(get_kv(&conn, "partial").expect("get"), None, "rolled back");
+        let a = get_kv(&conn, "a").expect("get").expect("a");
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+        let log: i64 = conn
+            .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(log, 3);
+        // A batch where nothing changes commits nothing.
+        let result = apply_batch(
+            &mut conn,
+            vec![txn(vec![Precondition::Absent("a".into())], vec![put("a")])],
+            &options,
+        )
+        .expect("batch");
+        assert!(matches!(
+            result.outcomes[..],
+            [Ok(TxnOutcome::Failed { precondition: 0 })]
+        ));
+        assert_eq!((result.revision, result.published.len()), (3, 0));
+    }
+
+    /// A failing COMMIT fails every transaction of the batch and moves nothing: not
+    /// the file, not the in-memory revision, not the watches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_fails_the_whole_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("meshplane.db")).expect("open");
+        let store = Arc::new(store);
+        assert!(matches!(
+            store.txn(txn(vec![], vec![put("before")])).await,
+            Ok(TxnOutcome::Committed { revision: 1 })
+        ));
+        let mut watch = store.watch("", 1).await.expect("watch");
+        // A deferred foreign key violated at COMMIT makes the COMMIT fail.
+        with_writer(&store, |conn| {
+            conn.execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TEMP TABLE parent (id BLOB PRIMARY KEY);
+                 CREATE TEMP TABLE child (id BLOB REFERENCES parent (id)
+                     DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TEMP TRIGGER orphan AFTER INSERT ON kv
+                 WHEN NEW.key = CAST('orphan' AS BLOB)
+                 BEGIN INSERT INTO temp.child (id) VALUES (NEW.key); END;",
+            )
+            .expect("setup");
+        });
+        // Hold the writer so that the transactions below queue up into one batch.
+        let release = hold_writer(&store);
+        let answers: Vec<_> = ["x", "orphan", "y"]
+            .into_iter()
+            .map(|key| queue(&store, txn(vec![], vec![put(key)])))
+            .collect();
+        release.send(()).expect("release");
+        for answer in answers {
+            match answer.await.expect("answered") {
+                Err(StoreError::Unavailable(m)) => assert!(m.contains("FOREIGN KEY"), "{m}"),
+                other => panic!("expected the commit error, got {other:?}"),
+            }
+        }
+        assert_eq!(store.revision().await.expect("revision"), 1);
+        assert_eq!(store.get("x").await.expect("get"), None);
+        // The store goes on: the next commit takes revision 2, the first event the
+        // watch sees.
+        assert!(matches!(
+            store.txn(txn(vec![], vec![put("after")])).await,
+            Ok(TxnOutcome::Committed { revision: 2 })
+        ));
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.recv())
+            .await
+            .expect("event in time")
+            .expect("watch open")
+            .expect("event");
+        assert_eq!((event.kv.key.as_str(), event.revision()), ("after", 2));
+    }
+
+    /// Transactions queued while the writer is busy share one commit and still get
+    /// their own outcomes and consecutive revisions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_transactions_share_a_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("meshplane.db")).expect("open");
+        let release = hold_writer(&store);
+        let answers: Vec<_> = (0..20)
+            .map(|i| {
+                let key = format!("k{i}");
+                queue(
+                    &store,
+                    txn(vec![Precondition::Absent(key.clone())], vec![put(&key)]),
+                )
+            })
+            .collect();
+        let wal_before = wal_frames(&dir);
+        release.send(()).expect("release");
+        let mut revisions = Vec::new();
+        for answer in answers {
+            revisions.push(committed(&answer.await.expect("answered")).expect("committed"));
+        }
+        // Queue order is revision order.
+        assert_eq!(revisions, (1..=20).collect::<Vec<_>>());
+        // One commit: the WAL grew by the pages of a single transaction, far fewer
+        // frames than 20 separate commits (at least 20 x 3 pages) would write.
+        let grown = wal_frames(&dir) - wal_before;
+        assert!(grown < 20, "{grown} WAL frames for one batch");
+        assert_eq!(store.revision().await.expect("revision"), 20);
+    }
+
+    /// Blocks the writer thread until the returned sender is used (or dropped).
+    fn hold_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (held, is_held) = std::sync::mpsc::channel::<()>();
+        store
+            .inner
+            .writer
+            .send(Request::Inspect(Box::new(move |_| {
+                let _ = held.send(());
+                let _ = hold.recv();
+            })))
+            .expect("writer running");
+        is_held.recv().expect("writer held");
+        release
+    }
+
+    /// Queues `txn` for the writer, as `Store::txn` does, returning its answer.
+    fn queue(store: &SqliteStore, txn: Txn) -> oneshot::Receiver<Result<TxnOutcome, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        store
+            .inner
+            .writer
+            .send(Request::Txn { txn, reply })
+            .expect("writer running");
+        answer
+    }
+
+    /// Frames in the WAL file (its size past the header, in 4 KiB pages + headers).
+    fn wal_frames(dir: &tempfile::TempDir) -> u64 {
+        let len = std::fs::metadata(dir.path().join("meshplane.db-wal")).map_or(0, |m| m.len());
+        len.saturating_sub(32) / (4096 + 24)
     }
 }

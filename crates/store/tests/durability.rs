@@ -6,7 +6,9 @@
 //! transactions in a loop and prints `<revision> <key>` on stdout after each `txn`
 //! returns. The parent kills it with SIGKILL after a random short delay, reopens the
 //! database, and checks that every reported revision is there. Several rounds run on
-//! the same file, so recovery after a kill is also exercised.
+//! the same file, so recovery after a kill is also exercised. Odd rounds run
+//! [`CONCURRENT_WRITERS`] writer tasks at once, so the kill also lands among group
+//! commits of several transactions.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshplane_store::{Op, Precondition, SqliteStore, Store, Txn, TxnOutcome};
 
 const CHILD_ENV: &str = "MESHPLANE_STORE_DURABILITY_CHILD";
+/// How many concurrent writer tasks the child runs (default 1).
+const WRITERS_ENV: &str = "MESHPLANE_STORE_DURABILITY_WRITERS";
+const CONCURRENT_WRITERS: usize = 16;
 const ROUNDS: usize = 4;
 /// A child left alone (parent died) stops by itself after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
@@ -57,15 +62,30 @@ fn main() {
 /// The writer: commits until killed, reporting each commit after `txn` returns.
 async fn child(path: PathBuf) {
     let store = match SqliteStore::open(&path) {
-        Ok(store) => store,
+        Ok(store) => std::sync::Arc::new(store),
         Err(e) => panic!("child open: {e}"),
     };
+    let writers: usize = std::env::var(WRITERS_ENV)
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| tokio::spawn(write_until_killed(std::sync::Arc::clone(&store), w)))
+        .collect();
+    for task in tasks {
+        if let Err(e) = task.await {
+            panic!("child writer: {e}");
+        }
+    }
+}
+
+async fn write_until_killed(store: std::sync::Arc<SqliteStore>, writer: usize) {
     let started = Instant::now();
     let stdout = std::io::stdout();
     let pid = std::process::id();
     let mut i = 0u64;
     while started.elapsed() < CHILD_LIFETIME {
-        let key = format!("d/{pid}/{i}");
+        let key = format!("d/{pid}/{writer}/{i}");
         // A few ops per txn, with a precondition, like real API writes.
         let txn = Txn {
             preconditions: vec![Precondition::Absent(key.clone())],
@@ -108,15 +128,20 @@ async fn parent() {
     };
     let mut total = 0usize;
     for round in 0..ROUNDS {
-        let reported = run_and_kill(&exe, &path, random_delay());
+        let writers = if round % 2 == 0 {
+            1
+        } else {
+            CONCURRENT_WRITERS
+        };
+        let reported = run_and_kill(&exe, &path, writers, random_delay());
         assert!(
             !reported.is_empty(),
             "round {round}: the child committed nothing before the kill"
         );
-        verify(&path, &reported).await;
+        verify(&path, &reported, writers).await;
         total += reported.len();
         println!(
-            "round {round}: {} commits reported and found after SIGKILL",
+            "round {round}: {} commits by {writers} writer(s) reported and found after SIGKILL",
             reported.len()
         );
     }
@@ -125,9 +150,10 @@ async fn parent() {
 
 /// Starts the writer, kills it with SIGKILL after `delay`, and returns what it
 /// reported as committed.
-fn run_and_kill(exe: &Path, db: &Path, delay: Duration) -> Vec<(u64, String)> {
+fn run_and_kill(exe: &Path, db: &Path, writers: usize, delay: Duration) -> Vec<(u64, String)> {
     let mut child = match Command::new(exe)
         .env(CHILD_ENV, db)
+        .env(WRITERS_ENV, writers.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -181,7 +207,7 @@ fn run_and_kill(exe: &Path, db: &Path, delay: Duration) -> Vec<(u64, String)> {
         .collect()
 }
 
-async fn verify(db: &Path, reported: &[(u64, String)]) {
+async fn verify(db: &Path, reported: &[(u64, String)], writers: usize) {
     let store = match SqliteStore::open(db) {
         Ok(store) => store,
         Err(e) => panic!("reopen after SIGKILL: {e}"),
@@ -204,11 +230,22 @@ async fn verify(db: &Path, reported: &[(u64, String)]) {
         assert_eq!(kv.mod_revision, *rev, "{key}");
         assert_eq!((kv.create_revision, kv.version), (*rev, 1), "{key}");
     }
-    // Reported revisions are consecutive: nothing was skipped or reused.
-    assert!(
-        reported.windows(2).all(|w| w[1].0 == w[0].0 + 1),
-        "revisions not consecutive"
-    );
+    if writers == 1 {
+        // Reported revisions are consecutive: nothing was skipped or reused.
+        assert!(
+            reported.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+            "revisions not consecutive"
+        );
+    } else {
+        // Concurrent writers report in any order, and the kill may land between a
+        // batch's commit and some of its reports; but no revision is reported twice.
+        let mut revisions: Vec<u64> = reported.iter().map(|(r, _)| *r).collect();
+        revisions.sort_unstable();
+        assert!(
+            revisions.windows(2).all(|w| w[0] < w[1]),
+            "a revision was reported twice"
+        );
+    }
     // The store is writable after recovery.
     let probe = Txn {
         preconditions: vec![],
