@@ -1069,11 +1069,20 @@ pub async fn watches_started_during_writes_have_no_gap_or_duplicate<S: Store>(st
     const WRITES: u64 = 400;
     const WATCHES: u64 = 24;
     const EVENTS_PER_WATCH: u64 = 40;
+    /// Writes the writer may run ahead of the watch loop: the two interleave, but a fast
+    /// store cannot finish all its writes before the first watch starts.
+    const AHEAD: usize = 10;
     let store = Arc::new(store);
+    let pace = Arc::new(tokio::sync::Semaphore::new(AHEAD));
     let writer = {
         let store = Arc::clone(&store);
+        let pace = Arc::clone(&pace);
         tokio::spawn(async move {
             for i in 0..WRITES {
+                match pace.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => panic!("pacing semaphore closed"),
+                }
                 put_one(&*store, &format!("g/{i:04}"), "x").await;
             }
         })
@@ -1091,8 +1100,10 @@ pub async fn watches_started_during_writes_have_no_gap_or_duplicate<S: Store>(st
             break;
         }
         watches.push((from, watch(&*store, "g/", from).await));
+        pace.add_permits(AHEAD);
         tokio::task::yield_now().await;
     }
+    pace.add_permits(WRITES as usize);
     assert!(
         watches.len() >= 2,
         "the writer finished before the watches started"
