@@ -699,28 +699,22 @@ async fn churn(
                     .push(e.to_string());
                 return;
             }
-            let mut cs = changes2.lock().unwrap_or_else(|e| e.into_inner());
-            // Overtaken before every proxy converged (the loop polls every 5 ms, so a
-            // converged change has an empty `pending` by now).
-            for c in cs
-                .iter_mut()
-                .filter(|c| c.route == route && !c.pending.is_empty())
-            {
-                c.superseded = true;
-            }
-            cs.push(Change {
-                route,
-                service: spec.service(route),
-                weights: spec.expected_weights(route),
-                endpoint: None,
-                t0,
-                affected: pending.len(),
-                pending,
-                lat_ms: Vec::new(),
-                superseded: false,
-                mesh_wide: route == 0,
-                write_ms,
-            });
+            record(
+                &changes2,
+                Change {
+                    route,
+                    service: spec.service(route),
+                    weights: spec.expected_weights(route),
+                    endpoint: None,
+                    t0,
+                    affected: pending.len(),
+                    pending,
+                    lat_ms: Vec::new(),
+                    superseded: false,
+                    mesh_wide: route == 0,
+                    write_ms,
+                },
+            );
         }));
         if polled.elapsed() > Duration::from_millis(5) {
             poll(
@@ -730,19 +724,9 @@ async fn churn(
             polled = Instant::now();
         }
     }
-    for w in writes {
-        let _ = w.await;
-    }
-    let errs = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if !errs.is_empty() {
-        eprintln!("churn: {} writes failed, first: {}", errs.len(), errs[0]);
-    }
-    let mut all = std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()));
-    all.sort_by_key(|c| c.t0);
     // Superseded flags were set in commit order; a change superseded by an earlier-started
     // write cannot happen (one write per route at a time).
-    track(fleet, &mut all, Duration::from_secs(args.phase_timeout_s)).await;
-    Ok(all)
+    Ok(finish_churn("churn", writes, &errors, &changes, fleet, args).await)
 }
 
 /// (c): `churn_rate` Cloud Map instance changes per second for `churn_seconds`; each
@@ -823,28 +807,22 @@ async fn endpoint_churn(
                     .push(format!("{e:#}"));
                 return;
             }
-            let mut cs = changes2.lock().unwrap_or_else(|e| e.into_inner());
-            // Overtaken before every proxy converged (the loop polls every 5 ms, so a
-            // converged change has an empty `pending` by now).
-            for c in cs
-                .iter_mut()
-                .filter(|c| c.route == s && !c.pending.is_empty())
-            {
-                c.superseded = true;
-            }
-            cs.push(Change {
-                route: s,
-                service: cluster,
-                weights: Vec::new(),
-                endpoint: Some((addr, register)),
-                t0,
-                affected: pending.len(),
-                pending,
-                lat_ms: Vec::new(),
-                superseded: false,
-                mesh_wide: false,
-                write_ms,
-            });
+            record(
+                &changes2,
+                Change {
+                    route: s,
+                    service: cluster,
+                    weights: Vec::new(),
+                    endpoint: Some((addr, register)),
+                    t0,
+                    affected: pending.len(),
+                    pending,
+                    lat_ms: Vec::new(),
+                    superseded: false,
+                    mesh_wide: false,
+                    write_ms,
+                },
+            );
         }));
         if polled.elapsed() > Duration::from_millis(5) {
             poll(
@@ -854,21 +832,44 @@ async fn endpoint_churn(
             polled = Instant::now();
         }
     }
+    Ok(finish_churn("endpoint churn", writes, &errors, &changes, fleet, args).await)
+}
+
+/// Records a committed change; earlier changes of the same route (or service) that had not
+/// converged yet are overtaken by it (the loop polls every 5 ms, so a converged change has
+/// an empty `pending` by now).
+fn record(changes: &Mutex<Vec<Change>>, change: Change) {
+    let mut cs = changes.lock().unwrap_or_else(|e| e.into_inner());
+    for c in cs
+        .iter_mut()
+        .filter(|c| c.route == change.route && !c.pending.is_empty())
+    {
+        c.superseded = true;
+    }
+    cs.push(change);
+}
+
+/// Waits for the churn's writes, reports failed ones, and tracks every change until its
+/// proxies converged (or the phase timeout).
+async fn finish_churn(
+    label: &str,
+    writes: Vec<tokio::task::JoinHandle<()>>,
+    errors: &Mutex<Vec<String>>,
+    changes: &Mutex<Vec<Change>>,
+    fleet: &Fleet,
+    args: &XdsArgs,
+) -> Vec<Change> {
     for w in writes {
         let _ = w.await;
     }
     let errs = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if !errs.is_empty() {
-        eprintln!(
-            "endpoint churn: {} writes failed, first: {}",
-            errs.len(),
-            errs[0]
-        );
+    if let Some(first) = errs.first() {
+        eprintln!("{label}: {} writes failed, first: {first}", errs.len());
     }
     let mut all = std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()));
     all.sort_by_key(|c| c.t0);
     track(fleet, &mut all, Duration::from_secs(args.phase_timeout_s)).await;
-    Ok(all)
+    all
 }
 
 /// Compares every proxy's held EDS endpoints with the registry's instances (DiscoverInstances,
