@@ -171,6 +171,20 @@ pub enum EventKind {
 }
 
 impl Event {
+    /// The event of deleting `key` at `revision` (empty value, as watches deliver it).
+    pub fn deleted(key: String, revision: Revision) -> Event {
+        Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key,
+                value: Vec::new(),
+                create_revision: 0,
+                mod_revision: revision,
+                version: 0,
+            },
+        }
+    }
+
     /// The revision at which the event happened.
     pub fn revision(&self) -> Revision {
         self.kv.mod_revision

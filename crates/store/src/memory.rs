@@ -151,16 +151,7 @@ impl Store for MemoryStore {
                 }
                 Op::Delete { key } => {
                     if state.kv.remove(&key).is_some() {
-                        events.push(Event {
-                            kind: EventKind::Delete,
-                            kv: KeyValue {
-                                key,
-                                value: Vec::new(),
-                                create_revision: 0,
-                                mod_revision: revision,
-                                version: 0,
-                            },
-                        });
+                        events.push(Event::deleted(key, revision));
                     }
                 }
             }

@@ -550,16 +550,7 @@ fn apply_txn(conn: &Connection, txn: Txn, revision: Revision) -> Result<Applied,
                     .and_then(|mut s| s.execute([key.as_bytes()]))
                     .map_err(sql_err)?;
                 if deleted > 0 {
-                    events.push(Event {
-                        kind: EventKind::Delete,
-                        kv: KeyValue {
-                            key,
-                            value: Vec::new(),
-                            create_revision: 0,
-                            mod_revision: revision,
-                            version: 0,
-                        },
-                    });
+                    events.push(Event::deleted(key, revision));
                 }
             }
         }
