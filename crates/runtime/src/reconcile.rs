@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use meshplane_discovery::EndpointIndex;
 use meshplane_discovery::keys as cloudmap_keys;
-use meshplane_model::{NodeId, ProxyKind, Resource, ResourceId, ResourceKind};
+use meshplane_model::{NodeId, ProxyKind, Resource, ResourceId, ResourceKind, Status};
 use meshplane_rest::keys;
 use meshplane_store::{Event, EventKind, Revision, Store, StoreError, WatchStream};
 use meshplane_translate::{
@@ -77,19 +77,45 @@ pub struct ReconcileState {
 }
 
 struct MeshState {
-    resources: BTreeMap<ResourceId, Resource>,
-    /// The translator's input, kept in step with `resources` event by event (rebuilding
-    /// it per change cost as much as translating a mesh-wide change).
+    /// The translator's input, edited event by event (rebuilding it per change cost as
+    /// much as translating a mesh-wide change).
     snapshot: Arc<MeshSnapshot>,
+    /// Translate options of the virtual nodes that differ from the process-wide ones
+    /// ([`LISTEN_ADDRESS_TAG`]), derived once per write of the node.
+    node_options: BTreeMap<String, TranslateOptions>,
     nodes: BTreeMap<String, NodeState>,
 }
 
 impl MeshState {
     fn new(mesh: &str) -> Self {
         MeshState {
-            resources: BTreeMap::new(),
             snapshot: Arc::new(MeshSnapshot::new(mesh)),
+            node_options: BTreeMap::new(),
             nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one stored resource (live or `DELETED`) to the snapshot and the options.
+    fn put(&mut self, base: &TranslateOptions, r: &Resource) {
+        // No translation holds the snapshot between bursts, so this is an in-place edit.
+        Arc::make_mut(&mut self.snapshot).apply(r);
+        if r.id.kind == ResourceKind::VirtualNode {
+            match node_options(base, r) {
+                Some(o) if r.status != Status::Deleted => {
+                    self.node_options.insert(r.id.name.clone(), o);
+                }
+                _ => {
+                    self.node_options.remove(&r.id.name);
+                }
+            }
+        }
+    }
+
+    /// Removes a deleted resource from the snapshot and the options.
+    fn delete(&mut self, id: &ResourceId) {
+        Arc::make_mut(&mut self.snapshot).remove(id);
+        if id.kind == ResourceKind::VirtualNode {
+            self.node_options.remove(&id.name);
         }
     }
 }
@@ -176,11 +202,11 @@ impl Reconciler {
                     .meshes
                     .entry(name.clone())
                     .or_insert_with(|| MeshState::new(name));
-                entry.snapshot = Arc::new(MeshSnapshot::from_resources(
-                    name,
-                    resources.values().cloned(),
-                ));
-                entry.resources = resources;
+                entry.snapshot = Arc::new(MeshSnapshot::new(name.clone()));
+                entry.node_options.clear();
+                for r in resources.values() {
+                    entry.put(&self.options, r);
+                }
             }
             st.revision = revision;
             st.endpoint_index
@@ -245,14 +271,10 @@ impl Reconciler {
                                     .or_default()
                                     .insert(r.id.clone());
                                 st.ids_by_key.insert(ev.kv.key.clone(), r.id.clone());
-                                let ms = st
-                                    .meshes
+                                st.meshes
                                     .entry(r.id.mesh.clone())
-                                    .or_insert_with(|| MeshState::new(&r.id.mesh));
-                                // No translation holds the snapshot between bursts, so
-                                // this is an in-place edit, not a copy.
-                                Arc::make_mut(&mut ms.snapshot).apply(&r);
-                                ms.resources.insert(r.id.clone(), r);
+                                    .or_insert_with(|| MeshState::new(&r.id.mesh))
+                                    .put(&self.options, &r);
                             }
                             Err(e) => {
                                 tracing::error!(key = %ev.kv.key, error = %e, "undecodable record")
@@ -264,8 +286,7 @@ impl Reconciler {
                                 continue;
                             };
                             if let Some(ms) = st.meshes.get_mut(&id.mesh) {
-                                ms.resources.remove(&id);
-                                Arc::make_mut(&mut ms.snapshot).remove(&id);
+                                ms.delete(&id);
                                 changed.entry(id.mesh.clone()).or_default().insert(id);
                             }
                         }
@@ -361,8 +382,7 @@ impl Reconciler {
                     }
                 };
                 if affected {
-                    let id = ResourceId::child(ResourceKind::VirtualNode, mesh, name.clone());
-                    let options = node_options(&self.options, ms.resources.get(&id));
+                    let options = ms.node_options.get(name).unwrap_or(&self.options).clone();
                     let previous = ms.nodes.get(name).map(|n| n.snapshot.clone());
                     targets.push((name.clone(), options, previous));
                 }
@@ -395,14 +415,9 @@ impl Reconciler {
                 .or_insert_with(|| MeshState::new(mesh));
             for name in removed {
                 replaced.extend(ms.nodes.remove(&name));
-                let key = NodeKey::from(NodeId {
-                    mesh: mesh.to_owned(),
-                    owner: None,
-                    kind: ProxyKind::VirtualNode,
-                    name: name.clone(),
-                });
                 // Connected Envoys keep their last config; new ones get none.
-                self.cache.remove(&key);
+                self.cache
+                    .remove(&NodeKey::from(virtual_node_id(mesh, &name)));
                 tracing::info!(mesh, node = %name, "virtual node removed");
             }
         }
@@ -414,15 +429,10 @@ impl Reconciler {
                 .entry(mesh.to_owned())
                 .or_insert_with(|| MeshState::new(mesh));
             for computed in batch.drain(..) {
-                let (name, state) = match self.apply(mesh, ms, computed) {
-                    Applied::Pushed(name, state) => {
-                        pushed += 1;
-                        (name, state)
-                    }
-                    Applied::Unchanged(name, state) => (name, state),
-                    Applied::Rejected => continue,
-                };
-                replaced.extend(ms.nodes.insert(name, state));
+                if let Some((name, state, was_pushed)) = self.apply(mesh, ms, computed) {
+                    pushed += usize::from(was_pushed);
+                    replaced.extend(ms.nodes.insert(name, state));
+                }
             }
         }
         let translate_time = started.elapsed();
@@ -446,14 +456,20 @@ impl Reconciler {
     }
 
     /// Turns one translated node into its new state, pushing the snapshot to the cache
-    /// when some type's version changed.
-    fn apply(&self, mesh: &str, ms: &MeshState, computed: Computed) -> Applied {
+    /// when some type's version changed (then the flag is `true`). `None` when the
+    /// snapshot could not be built: the previous state stays.
+    fn apply(
+        &self,
+        mesh: &str,
+        ms: &MeshState,
+        computed: Computed,
+    ) -> Option<(String, NodeState, bool)> {
         let (name, node, deps, diagnostics, snapshot) = computed;
         let snapshot = match snapshot {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::error!(mesh, node = %name, error = %e, "snapshot rejected; keeping the previous one");
-                return Applied::Rejected;
+                return None;
             }
         };
         for d in &diagnostics {
@@ -469,24 +485,24 @@ impl Reconciler {
             diagnostics: diagnostics.into(),
             snapshot,
         };
-        match previous {
-            Some(unchanged) => Applied::Unchanged(name, state(unchanged)),
+        Some(match previous {
+            Some(unchanged) => (name, state(unchanged), false),
             None => {
                 self.cache.set(NodeKey::from(node), snapshot.clone());
-                Applied::Pushed(name, state(snapshot))
+                (name, state(snapshot), true)
             }
-        }
+        })
     }
 }
 
-/// What [`Reconciler::apply`] did with one node.
-enum Applied {
-    /// New versions, pushed.
-    Pushed(String, NodeState),
-    /// Same versions as before (the previous snapshot is kept, nothing pushed).
-    Unchanged(String, NodeState),
-    /// The snapshot could not be built; the previous state stays.
-    Rejected,
+/// The proxy identity of virtual node `name` of `mesh`.
+fn virtual_node_id(mesh: &str, name: &str) -> NodeId {
+    NodeId {
+        mesh: mesh.to_owned(),
+        owner: None,
+        kind: ProxyKind::VirtualNode,
+        name: name.to_owned(),
+    }
 }
 
 /// One translated node: name, id, dependencies, diagnostics, encoded snapshot.
@@ -531,12 +547,7 @@ fn translate_all(
         );
         handles.push(tokio::task::spawn_blocking(move || {
             for (name, options, previous) in chunk {
-                let node = NodeId {
-                    mesh: mesh.clone(),
-                    owner: None,
-                    kind: ProxyKind::VirtualNode,
-                    name: name.clone(),
-                };
+                let node = virtual_node_id(&mesh, &name);
                 let config = translate_node(&snap, &endpoints, &node, &options);
                 let deps = dependencies(&snap, &node);
                 let snapshot = build_snapshot(&config, written_at, previous);
@@ -560,22 +571,24 @@ async fn next_event(a: &mut WatchStream, b: &mut WatchStream) -> Option<Result<E
     }
 }
 
-/// The translate options of one node: the process-wide ones plus the node's
-/// [`LISTEN_ADDRESS_TAG`] (an unparsable value is logged and ignored).
-fn node_options(base: &TranslateOptions, node: Option<&Resource>) -> TranslateOptions {
-    let mut options = base.clone();
-    let tag = node.and_then(|r| r.tags.iter().find(|t| t.key == LISTEN_ADDRESS_TAG));
-    if let Some(tag) = tag {
-        match tag.value.parse::<std::net::IpAddr>() {
-            Ok(ip) => options.listen_address = Some(ip),
-            Err(_) => tracing::warn!(
-                node = %node.map(|r| r.id.to_string()).unwrap_or_default(),
+/// The translate options of one virtual node when they differ from `base`: its
+/// [`LISTEN_ADDRESS_TAG`] (an unparsable value is logged, once per write, and ignored).
+fn node_options(base: &TranslateOptions, node: &Resource) -> Option<TranslateOptions> {
+    let tag = node.tags.iter().find(|t| t.key == LISTEN_ADDRESS_TAG)?;
+    match tag.value.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(TranslateOptions {
+            listen_address: Some(ip),
+            ..base.clone()
+        }),
+        Err(_) => {
+            tracing::warn!(
+                node = %node.id,
                 value = %tag.value,
                 "tag {LISTEN_ADDRESS_TAG} is not an IP address; ignored"
-            ),
+            );
+            None
         }
     }
-    options
 }
 
 /// Encodes `config`, sharing the resources that are byte-identical in `previous`.
