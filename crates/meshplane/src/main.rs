@@ -1,6 +1,6 @@
-//! The `meshplane` binary: everything lives in `meshplane-runtime`; this only runs it.
+//! The `meshplane` binary: the command line lives in the `meshplane` library; this only runs it.
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    meshplane_runtime::main()
+    meshplane::main()
 }

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshplane_runtime::demo::Counts;
+use meshplane::demo::Counts;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshplane");
 
@@ -32,7 +32,7 @@ fn share(c: &[Counts], color: &str) -> f64 {
 #[test]
 fn demo_in_namespaces_split_follows_route_weights_and_live_changes() {
     assert!(
-        meshplane_runtime::sidecar::netns::available(),
+        meshplane_agent::sidecar::netns::available(),
         "the namespace demo needs root and iproute2 (apt-get install -y iproute2 iptables)"
     );
     run_demo("netns");
@@ -195,7 +195,7 @@ fn demo_stops_everything_on_ctrl_c() {
             }
         }
         if let Some(id) = ns_id {
-            let left = meshplane_runtime::sidecar::netns::leftovers(&id);
+            let left = meshplane_agent::sidecar::netns::leftovers(&id);
             assert!(left.is_empty(), "namespaces left: {left:?}");
         }
         drop(lines);

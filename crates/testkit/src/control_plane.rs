@@ -52,7 +52,7 @@ impl ControlPlane {
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--log", "info,meshplane_runtime=debug"])
+            .args(["--log", "info,meshplane_server=debug"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

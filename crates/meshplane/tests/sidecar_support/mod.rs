@@ -1,5 +1,5 @@
 //! A transparent-mode mesh for tests: a real `meshplane serve`, one network namespace per
-//! workload (via `meshplane_runtime::sidecar::netns`), `meshplane sidecar init` and
+//! workload (via `meshplane_agent::sidecar::netns`), `meshplane sidecar init` and
 //! `meshplane envoy run --proxy-uid 1337` in each, and the demo's color backends. Everything
 //! (processes, namespaces, veths, hosts files) is removed on drop, also when a test panics.
 
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use meshplane_runtime::sidecar::netns::{Host, Network};
+use meshplane_agent::sidecar::netns::{Host, Network};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshplane");
 const DEFAULT_ENVOY: &str = "/work/main/.venv/lib/python3.11/site-packages/envoy/_bin/envoy";
@@ -33,7 +33,7 @@ pub fn envoy_binary() -> PathBuf {
 /// Asserts the test can make namespaces (root + iproute2 + iptables), with a hint otherwise.
 pub fn require_root_tools() {
     assert!(
-        meshplane_runtime::sidecar::netns::available(),
+        meshplane_agent::sidecar::netns::available(),
         "network-namespace tests need root and iproute2 (apt-get install -y iproute2 iptables)"
     );
     assert!(
@@ -307,5 +307,5 @@ impl Mesh {
 
 /// The colorapp mesh of `examples/colorapp.yaml`.
 pub fn colorapp() -> &'static str {
-    meshplane_runtime::demo::COLORAPP_YAML
+    meshplane::demo::COLORAPP_YAML
 }

@@ -174,7 +174,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cli::document::parse_documents;
+    use crate::document::parse_documents;
 
     fn docs(yaml: &str) -> Vec<Document> {
         parse_documents("t.yaml", yaml).unwrap()

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::sidecar::netns::{self, Network};
+use meshplane_agent::sidecar::netns::{self, Network};
 
 /// The mesh the demo applies (the same file as `examples/colorapp.yaml`).
 pub const COLORAPP_YAML: &str = include_str!("../../../examples/colorapp.yaml");
@@ -217,9 +217,9 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         other => anyhow::bail!("--mode: expected auto, netns or loopback, got `{other}`"),
     };
     let exe = std::env::current_exe().context("find the meshplane binary")?;
-    let envoy = crate::envoy::run::find_envoy(
+    let envoy = meshplane_agent::envoy::run::find_envoy(
         args.envoy_binary.as_deref(),
-        &crate::envoy::env::ProcessEnv,
+        &meshplane_agent::envoy::env::ProcessEnv,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());

@@ -4,11 +4,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{cli, demo, envoy, proxy, serve, sidecar};
+use meshplane_agent::{envoy, sidecar};
+use meshplane_cli::{self as cli, proxy};
+use meshplane_server::serve;
 
-/// meshplane: an App Mesh-compatible service-mesh control plane for Envoy.
+use crate::demo;
+
+/// meshplane: a self-hosted service-mesh control plane that speaks the AWS App Mesh API
+/// (2019-01-25) and drives Envoy proxies over xDS.
+///
+/// One binary for every role: the control plane (`serve`), the agent beside each Envoy
+/// (`envoy bootstrap`, `envoy run`, `sidecar init`), the kubectl-style client (`apply`, `get`,
+/// `proxy-status`, ...) and a local demo mesh (`demo`). The App Mesh API also works with
+/// `aws appmesh --endpoint-url http://127.0.0.1:7080`.
 #[derive(Debug, Parser)]
-#[command(name = "meshplane", version, about, propagate_version = true)]
+#[command(name = "meshplane", version, propagate_version = true)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,

@@ -1,17 +1,22 @@
-//! The kubectl-style CLI verbs (`apply`, `get`, `describe`, `delete`, `export`): they read
-//! documents (see `docs/cli.md`), talk to a running control plane through
-//! `meshplane-client`, and print one line per resource.
+//! The kubectl-style CLI verbs (`apply`, `get`, `describe`, `delete`, `export`, and
+//! `proxy-status` / `proxy-config`): they read documents (see `docs/cli.md`), talk to a running
+//! control plane through `meshplane-client`, and print one line per resource.
 //!
 //! ```text
 //!   apply -f ─▶ document::parse ─▶ plan::apply_order ─▶ describe ─▶ create | update | (unchanged)
 //!   delete -f ─▶ document::parse ─▶ plan::delete_order ─▶ delete
 //!   get / describe / export ─▶ list + describe ─▶ table | json | yaml | documents
 //! ```
+//!
+//! **Architecture invariant:** the CLI never links the store or the server; it reaches the
+//! control plane only over HTTP (`crates/meshplane/tests/layering.rs` checks it).
+#![forbid(unsafe_code)]
 
 mod apply;
 pub mod document;
 mod get;
 pub mod plan;
+pub mod proxy;
 
 use std::process::ExitCode;
 

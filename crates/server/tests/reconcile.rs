@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshplane_api::{CreateInput, UpdateInput, parse_spec};
 use meshplane_model::{ResourceId, ResourceKind};
 use meshplane_rest::{ApiConfig, MeshService};
-use meshplane_runtime::reconcile::Reconciler;
+use meshplane_server::reconcile::Reconciler;
 use meshplane_store::{MemoryStore, Store};
 use meshplane_translate::TranslateOptions;
 use meshplane_xds::{NodeKey, ResourceType, Snapshot, SnapshotCache, SnapshotSource};

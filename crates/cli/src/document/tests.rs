@@ -246,12 +246,12 @@ fn rendered_documents_parse_back_to_the_same_resources() {
 
 #[test]
 fn the_colorapp_example_parses_and_passes_model_validation() {
-    let text = include_str!("../../../../../examples/colorapp.yaml");
+    let text = include_str!("../../../../examples/colorapp.yaml");
     let mut docs = parse_documents("examples/colorapp.yaml", text).unwrap();
-    crate::cli::plan::apply_order(&mut docs);
+    crate::plan::apply_order(&mut docs);
     let names: Vec<String> = docs
         .iter()
-        .map(|d| crate::cli::plan::display_name(&d.id))
+        .map(|d| crate::plan::display_name(&d.id))
         .collect();
     assert_eq!(
         names,

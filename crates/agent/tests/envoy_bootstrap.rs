@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use meshplane_runtime::envoy::bootstrap::{BootstrapArgs, BootstrapConfig, render};
-use meshplane_runtime::envoy::env::EnvMap;
+use meshplane_agent::envoy::bootstrap::{BootstrapArgs, BootstrapConfig, render};
+use meshplane_agent::envoy::env::EnvMap;
 use serde_json::Value;
 
 const DEFAULT_ENVOY: &str = "/work/main/.venv/lib/python3.11/site-packages/envoy/_bin/envoy";

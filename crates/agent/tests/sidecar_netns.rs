@@ -2,7 +2,7 @@
 //! `/etc/netns/<ns>` hosts files, also when the test using it panics. Names resolve inside the
 //! namespaces through their own hosts file, and hosts reach each other over the bridge.
 
-use meshplane_runtime::sidecar::netns::{self, Network};
+use meshplane_agent::sidecar::netns::{self, Network};
 
 fn require_root() {
     assert!(
