@@ -13,6 +13,7 @@
 //! only through its wire interfaces (App Mesh REST, ADS, `/metrics`, proxy status).
 #![forbid(unsafe_code)]
 
+mod api;
 mod mesh;
 mod proxy;
 mod rng;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Simulated Envoys against a control plane: convergence, memory, reconnect storms.
     Xds(Box<XdsArgs>),
+    /// The App Mesh write path: creating a large mesh, then disjoint concurrent writers.
+    Api(api::ApiArgs),
 }
 
 /// Which measurement to run after the initial sync.
@@ -124,7 +127,6 @@ pub struct XdsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Xds(args) = cli.command;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,7 +137,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(scenario::run(*args)) {
+    let run = match cli.command {
+        Command::Xds(args) => rt.block_on(scenario::run(*args)),
+        Command::Api(args) => rt.block_on(api::run(args)),
+    };
+    match run {
         Ok(ok) if ok => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(2),
         Err(e) => {

@@ -57,6 +57,8 @@ pub struct RouteDef {
 pub struct Api {
     pub base: String,
     http: reqwest::Client,
+    /// 409 "modified concurrently" answers seen (and retried) by [`Api::call`].
+    pub conflicts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 // === impl Mesh ===
@@ -502,13 +504,15 @@ impl Api {
                 .timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(64)
                 .build()?,
+            conflicts: Default::default(),
         })
     }
 
     /// One request; fails on a non-2xx answer.
     ///
-    /// Writes to one mesh are serialised by the store's optimistic concurrency: a write that
-    /// lost the race answers 409 "modified concurrently" and is retried (as SDKs do).
+    /// A server that lets a lost optimistic-concurrency race reach the client answers 409
+    /// "modified concurrently": it is retried here (and counted in `conflicts`), since older
+    /// servers did so for any two writes in one mesh.
     pub async fn call(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
         let m: reqwest::Method = method.parse()?;
         let mut attempt = 0u32;
@@ -527,6 +531,8 @@ impl Api {
                 && attempt < 100
             {
                 attempt += 1;
+                self.conflicts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
                 continue;
             }

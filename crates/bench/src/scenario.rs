@@ -444,7 +444,12 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
 }
 
 fn meshplane_bin(args: &XdsArgs) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &args.meshplane {
+    find_meshplane(args.meshplane.as_ref())
+}
+
+/// `explicit`, else the `meshplane` binary next to this one.
+pub(crate) fn find_meshplane(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
         return Ok(p.clone());
     }
     let exe = std::env::current_exe()?;
@@ -460,11 +465,11 @@ fn meshplane_bin(args: &XdsArgs) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1000.0
 }
 
@@ -933,7 +938,7 @@ async fn endpoint_lost_updates(
     Ok((lost, checked))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -1,15 +1,31 @@
 //! The App Mesh operations on top of the store: existence and in-use rules, quotas,
 //! versions, idempotency, and optimistic concurrency.
 //!
-//! Every write follows the same shape: read the mesh's contents at revision R, decide
-//! (validate, check references and quotas), then commit one transaction guarded by
-//! `PrefixUnchangedSince(mesh, R)` and the resource's own `ModRevision`. If anything in
-//! the mesh changed meanwhile the transaction fails and the operation re-runs from the
-//! read, so concurrent writers never act on stale references and never lose an update.
+//! Every write follows the same shape: read exactly what the decision depends on, decide
+//! (validate, check references and quotas), then commit one transaction whose
+//! preconditions pin each thing read:
+//!
+//! ```text
+//!   create/update X   ModRevision(mesh)  ModRevision(parent router/gateway)
+//!                     Absent(X) | ModRevision(X)
+//!                     ModRevision(each resource X's spec references)
+//!                     Absent(token) | ModRevision(expired token record)
+//!                     PrefixCountBelow(X's kind in its mesh/parent, quota)   (create only)
+//!   delete X          ModRevision(X)
+//!                     PrefixUnchangedSince(each kind that can reference or contain X, R)
+//! ```
+//!
+//! So a write conflicts only with writes to the same resource or to what it depends on;
+//! writers on disjoint resources of one mesh never conflict, and a quota is exact without
+//! serialising creates. A lost race re-runs the operation from its reads after a jittered
+//! backoff, within a time budget, so clients see a 409 only where App Mesh answers one
+//! (the resource exists, a clientToken was reused with other parameters). Concurrent
+//! writers never act on stale references, never leave one dangling, and never lose an
+//! update; versions stay unique and monotonic.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use meshplane_api::{
@@ -27,10 +43,17 @@ use serde_json::Value;
 use crate::config::ApiConfig;
 use crate::keys;
 
-/// How many times an operation re-runs after losing a compare-and-set race before
-/// answering 409; each retry re-reads the mesh, so this only trips under sustained
-/// contention on one mesh.
-const MAX_ATTEMPTS: usize = 16;
+/// How long an operation keeps re-running after losing compare-and-set races before it
+/// answers 409. Only writers to the same resource (or to what it references) race, and
+/// each round has one winner, so this trips only under sustained contention on one
+/// resource far beyond what API clients produce.
+const RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+/// The first retry waits up to this long (uniformly at random); each further one doubles
+/// the bound up to [`MAX_BACKOFF`]. Jitter spreads racing writers apart so that each round
+/// has a winner instead of the same collision.
+const FIRST_BACKOFF: Duration = Duration::from_micros(500);
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Tags allowed per resource.
 const MAX_TAGS: usize = 50;
@@ -46,10 +69,11 @@ pub struct MeshService {
 
 /// Decoded resources by store key, valid for one `mod_revision`.
 ///
-/// Every write reads its whole mesh to check references; decoding each record's JSON
-/// again dominated write CPU (profiled: ~3/4 of it at 200 nodes). The store listing stays
-/// the source of truth: a cached value is used only when the listed record has exactly
-/// the cached `mod_revision`, so consistency is unchanged.
+/// Writes read the records they reference and deletes list the kinds that can reference
+/// them; decoding each record's JSON again dominated write CPU (profiled: ~3/4 of it at 200
+/// nodes when every write read its whole mesh). The store stays the source of truth: a
+/// cached value is used only when the record read has exactly the cached `mod_revision`, so
+/// consistency is unchanged. Deleted records are forgotten when their delete commits.
 #[derive(Default)]
 struct DecodedCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, (Revision, Arc<Resource>)>>,
@@ -83,10 +107,51 @@ impl MeshView {
     fn find(&self, kind: ResourceKind, name: &str) -> Option<&Resource> {
         self.of(kind).find(|r| r.id.name == name)
     }
+}
 
-    fn get(&self, id: &ResourceId) -> Option<&Resource> {
-        self.all().find(|r| &r.id == id)
+/// Jittered, growing waits between the attempts of one operation, within
+/// [`RETRY_BUDGET`].
+struct Backoff {
+    started: Instant,
+    bound: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            started: Instant::now(),
+            bound: FIRST_BACKOFF,
+        }
     }
+
+    /// Waits before the next attempt, or gives up with ConflictException once the budget
+    /// is spent.
+    async fn wait(&mut self) -> Result<(), ApiError> {
+        if self.started.elapsed() >= RETRY_BUDGET {
+            return Err(MeshService::too_contended());
+        }
+        let micros = fastrand::u64(0..=self.bound.as_micros() as u64);
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+        self.bound = (self.bound * 2).min(MAX_BACKOFF);
+        Ok(())
+    }
+}
+
+/// What a clientToken lookup decided.
+enum Replay {
+    /// The token answered this request before: send the same response.
+    Answer(Value),
+    /// Go ahead; the precondition (if a token was given) makes the token's use atomic
+    /// with the write, so two racing requests with one token cannot both write.
+    Proceed(Option<Precondition>),
+}
+
+/// The reads a child write decided on, as preconditions, plus what it read.
+struct ChildWrite {
+    /// Pin the mesh, the parent, the resource itself and every referenced resource.
+    preconditions: Vec<Precondition>,
+    /// The resource's current record, for updates.
+    current: Option<(KeyValue, Resource)>,
 }
 
 /// What an idempotency record remembers about the first request with a token.
@@ -224,36 +289,39 @@ impl MeshService {
         Ok(Some((kv, r)))
     }
 
-    async fn load_mesh(&self, mesh: &str) -> Result<MeshView, ApiError> {
-        let page = self
-            .store
-            .list(&keys::mesh_contents_prefix(mesh), None, 0)
-            .await
-            .map_err(store_err)?;
-        let prefix = keys::mesh_contents_prefix(mesh);
+    /// Decodes a record, reusing the decoded value while its `mod_revision` is unchanged.
+    fn decode_cached(&self, kv: &KeyValue) -> Result<Arc<Resource>, ApiError> {
         let mut cache = self
             .decoded
             .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut resources = Vec::with_capacity(page.items.len());
-        for kv in &page.items {
-            match cache.get(&kv.key) {
-                Some((rev, r)) if *rev == kv.mod_revision => resources.push(r.clone()),
-                _ => {
-                    let r = Arc::new(keys::decode(&kv.value).map_err(|e| internal("decode", e))?);
-                    cache.insert(kv.key.clone(), (kv.mod_revision, r.clone()));
-                    resources.push(r);
-                }
-            }
+        if let Some((rev, r)) = cache.get(&kv.key)
+            && *rev == kv.mod_revision
+        {
+            return Ok(r.clone());
         }
-        // Forget deleted records of this mesh so the cache never outgrows the store.
-        if cache.len() > page.items.len() {
-            let live: std::collections::HashSet<&str> =
-                page.items.iter().map(|kv| kv.key.as_str()).collect();
-            cache.retain(|k, _| !k.starts_with(&prefix) || live.contains(k.as_str()));
-        }
-        drop(cache);
+        let r = Arc::new(keys::decode(&kv.value).map_err(|e| internal("decode", e))?);
+        cache.insert(kv.key.clone(), (kv.mod_revision, r.clone()));
+        Ok(r)
+    }
+
+    fn forget_decoded(&self, key: &str) {
+        self.decoded
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Every resource under `prefix`, read at one revision.
+    async fn list_decoded(&self, prefix: &str) -> Result<MeshView, ApiError> {
+        let page = self.store.list(prefix, None, 0).await.map_err(store_err)?;
+        let resources = page
+            .items
+            .iter()
+            .map(|kv| self.decode_cached(kv))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(MeshView {
             revision: page.revision,
             resources,
@@ -261,28 +329,27 @@ impl MeshService {
     }
 
     /// Returns the stored response when `token` was already used with the same request,
-    /// ConflictException when it was used with a different one.
-    async fn replay(
-        &self,
-        token: Option<&str>,
-        fingerprint: &str,
-    ) -> Result<Option<Value>, ApiError> {
-        let Some(token) = token else { return Ok(None) };
-        let Some(kv) = self
-            .store
-            .get(&keys::idempotency_key(token))
-            .await
-            .map_err(store_err)?
-        else {
-            return Ok(None);
+    /// ConflictException when it was used with a different one, and otherwise the
+    /// precondition that makes this use of the token atomic with the write.
+    async fn replay(&self, token: Option<&str>, fingerprint: &str) -> Result<Replay, ApiError> {
+        let Some(token) = token else {
+            return Ok(Replay::Proceed(None));
+        };
+        let key = keys::idempotency_key(token);
+        let Some(kv) = self.store.get(&key).await.map_err(store_err)? else {
+            return Ok(Replay::Proceed(Some(Precondition::Absent(key))));
         };
         let rec: IdempotencyRecord =
             serde_json::from_slice(&kv.value).map_err(|e| internal("decode idempotency", e))?;
         if now_ms() - rec.at_ms > self.cfg.idempotency_ttl_ms {
-            return Ok(None);
+            // Expired: this request may take the token over, unless another does first.
+            return Ok(Replay::Proceed(Some(Precondition::ModRevision(
+                key,
+                kv.mod_revision,
+            ))));
         }
         if rec.fingerprint == fingerprint {
-            Ok(Some(rec.response))
+            Ok(Replay::Answer(rec.response))
         } else {
             Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -314,16 +381,21 @@ impl MeshService {
     }
 
     async fn commit(&self, txn: Txn) -> Result<bool, ApiError> {
+        Ok(self.try_commit(txn).await?.is_none())
+    }
+
+    /// Commits `txn`; `Some(i)` when precondition `i` failed and nothing was written.
+    async fn try_commit(&self, txn: Txn) -> Result<Option<usize>, ApiError> {
         match self.store.txn(txn).await.map_err(store_err)? {
-            TxnOutcome::Committed { .. } => Ok(true),
-            TxnOutcome::Failed { .. } => Ok(false),
+            TxnOutcome::Committed { .. } => Ok(None),
+            TxnOutcome::Failed { precondition } => Ok(Some(precondition)),
         }
     }
 
     fn too_contended() -> ApiError {
         ApiError::new(
             ErrorCode::Conflict,
-            "the mesh is being modified concurrently, retry",
+            "the resource is being modified concurrently, retry",
         )
     }
 
@@ -362,35 +434,36 @@ impl MeshService {
         if id.kind != ResourceKind::Mesh {
             self.check_owner(&id.mesh, mesh_owner)?;
         }
-        for _ in 0..MAX_ATTEMPTS {
-            if let Some(resp) = self.replay(token, fingerprint).await? {
-                return Ok(resp);
-            }
-            let key = keys::resource_key(&id);
+        let key = keys::resource_key(&id);
+        let (quota, what) = self.quota(id.kind);
+        let mut backoff = Backoff::new();
+        loop {
+            let token_guard = match self.replay(token, fingerprint).await? {
+                Replay::Answer(resp) => return Ok(resp),
+                Replay::Proceed(p) => p,
+            };
             let mut txn = Txn::default();
             if id.kind == ResourceKind::Mesh {
-                let meshes = self
-                    .store
-                    .list(keys::MESHES_PREFIX, None, 0)
-                    .await
-                    .map_err(store_err)?;
-                if meshes.items.iter().any(|kv| kv.key == key) {
+                if self.store.get(&key).await.map_err(store_err)?.is_some() {
                     return Err(ApiError::new(
                         ErrorCode::Conflict,
                         format!("Mesh {} already exists", id.mesh),
                     ));
                 }
-                if meshes.items.len() >= self.cfg.quotas.meshes {
-                    return Err(limit("meshes per account", self.cfg.quotas.meshes));
-                }
-                txn.preconditions.push(Precondition::PrefixUnchangedSince(
-                    keys::MESHES_PREFIX.into(),
-                    meshes.revision,
-                ));
+                txn.preconditions.push(Precondition::Absent(key.clone()));
             } else {
-                txn.preconditions = self.check_child_write(&id, &input.spec, false).await?;
+                txn.preconditions = self
+                    .check_child_write(&id, &input.spec, false)
+                    .await?
+                    .preconditions;
             }
-            txn.preconditions.push(Precondition::Absent(key.clone()));
+            txn.preconditions.extend(token_guard);
+            // Last, so that a failure here means every other read still held.
+            let quota_at = txn.preconditions.len();
+            txn.preconditions.push(Precondition::PrefixCountBelow(
+                keys::kind_prefix(id.kind, &id.mesh, id.parent.as_deref()),
+                quota as u64,
+            ));
             let now = now_ms();
             let resource = Resource {
                 id: id.clone(),
@@ -408,54 +481,102 @@ impl MeshService {
             };
             let response = self.data(&resource, Status::Active);
             txn.ops.push(Op::Put {
-                key,
+                key: key.clone(),
                 value: keys::encode(&resource),
             });
             self.idempotency_ops(token, fingerprint, &response, &mut txn);
-            if self.commit(txn).await? {
-                tracing::info!(resource = %id, "created");
-                return Ok(response);
+            match self.try_commit(txn).await? {
+                None => {
+                    tracing::info!(resource = %id, "created");
+                    return Ok(response);
+                }
+                Some(i) if i == quota_at => return Err(limit(what, quota)),
+                Some(_) => backoff.wait().await?,
             }
         }
-        Err(Self::too_contended())
     }
 
     /// The checks shared by creating (`exists == false`) and updating (`exists == true`) a
     /// resource inside a mesh: the mesh and the parent exist, the resource does (not) exist
-    /// yet, quotas and references hold. Returns the preconditions that make the decision
-    /// atomic with the write: the mesh unchanged and nothing in it changed since the read.
+    /// yet, the resources its spec references exist and fit. Reads only those records, and
+    /// returns one precondition per record read (see the module docs); quotas are checked
+    /// by the caller's `PrefixCountBelow`.
     async fn check_child_write(
         &self,
         id: &ResourceId,
         spec: &Spec,
         exists: bool,
-    ) -> Result<Vec<Precondition>, ApiError> {
+    ) -> Result<ChildWrite, ApiError> {
         let mesh_id = ResourceId::mesh(id.mesh.clone());
-        let Some((mesh_kv, _)) = self.get_resource(&mesh_id).await? else {
+        let Some(mesh_kv) = self
+            .store
+            .get(&keys::resource_key(&mesh_id))
+            .await
+            .map_err(store_err)?
+        else {
             return Err(not_found(&mesh_id));
         };
-        let view = self.load_mesh(&id.mesh).await?;
-        if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh)
-            && view.get(&parent).is_none()
-        {
-            return Err(not_found(&parent));
+        let mut preconditions = vec![Precondition::ModRevision(mesh_kv.key, mesh_kv.mod_revision)];
+        let mut read = Vec::new();
+        if let Some(parent) = id.parent_id().filter(|p| p.kind != ResourceKind::Mesh) {
+            match self.get_decoded(&parent).await? {
+                Some((kv, r)) => {
+                    preconditions.push(Precondition::ModRevision(kv.key, kv.mod_revision));
+                    read.push(r);
+                }
+                None => return Err(not_found(&parent)),
+            }
         }
-        match (exists, view.get(id).is_some()) {
-            (false, true) => {
+        let current = self.get_resource(id).await?;
+        match (exists, &current) {
+            (false, Some(_)) => {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
                     format!("{} already exists", describe_id(id)),
                 ));
             }
-            (true, false) => return Err(not_found(id)),
-            _ => {}
+            (false, None) => preconditions.push(Precondition::Absent(keys::resource_key(id))),
+            (true, None) => return Err(not_found(id)),
+            (true, Some((kv, _))) => {
+                preconditions.push(Precondition::ModRevision(kv.key.clone(), kv.mod_revision));
+            }
         }
-        self.check_quota(&view, id, spec)?;
+        check_backends_quota(&self.cfg.quotas, spec)?;
+        for target in referenced(id, spec) {
+            if read.iter().any(|r| r.id == target) {
+                continue;
+            }
+            // A missing reference is reported by `check_references` below.
+            if let Some((kv, r)) = self.get_decoded(&target).await? {
+                preconditions.push(Precondition::ModRevision(kv.key, kv.mod_revision));
+                read.push(r);
+            }
+        }
+        let view = MeshView {
+            revision: 0,
+            resources: read,
+        };
         check_references(&view, id, spec)?;
-        Ok(vec![
-            Precondition::ModRevision(mesh_kv.key, mesh_kv.mod_revision),
-            Precondition::PrefixUnchangedSince(keys::mesh_contents_prefix(&id.mesh), view.revision),
-        ])
+        Ok(ChildWrite {
+            preconditions,
+            current,
+        })
+    }
+
+    async fn get_decoded(
+        &self,
+        id: &ResourceId,
+    ) -> Result<Option<(KeyValue, Arc<Resource>)>, ApiError> {
+        let Some(kv) = self
+            .store
+            .get(&keys::resource_key(id))
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        let r = self.decode_cached(&kv)?;
+        Ok(Some((kv, r)))
     }
 
     /// DescribeMesh, DescribeVirtualNode, ...
@@ -504,23 +625,27 @@ impl MeshService {
         let token = input.client_token.as_deref();
         validate::validate_spec(&input.spec).map_err(ApiError::from)?;
         self.check_owner(&id.mesh, mesh_owner)?;
-        for _ in 0..MAX_ATTEMPTS {
-            if let Some(resp) = self.replay(token, fingerprint).await? {
-                return Ok(resp);
-            }
+        let mut backoff = Backoff::new();
+        loop {
+            let token_guard = match self.replay(token, fingerprint).await? {
+                Replay::Answer(resp) => return Ok(resp),
+                Replay::Proceed(p) => p,
+            };
             let mut txn = Txn::default();
             let (kv, current) = if id.kind == ResourceKind::Mesh {
-                self.get_resource(&id)
+                let (kv, current) = self
+                    .get_resource(&id)
                     .await?
-                    .ok_or_else(|| not_found(&id))?
+                    .ok_or_else(|| not_found(&id))?;
+                txn.preconditions
+                    .push(Precondition::ModRevision(kv.key.clone(), kv.mod_revision));
+                (kv, current)
             } else {
-                txn.preconditions = self.check_child_write(&id, &input.spec, true).await?;
-                self.get_resource(&id)
-                    .await?
-                    .ok_or_else(|| not_found(&id))?
+                let write = self.check_child_write(&id, &input.spec, true).await?;
+                txn.preconditions = write.preconditions;
+                write.current.ok_or_else(|| not_found(&id))?
             };
-            txn.preconditions
-                .push(Precondition::ModRevision(kv.key.clone(), kv.mod_revision));
+            txn.preconditions.extend(token_guard);
             let mut next = current.clone();
             next.spec = input.spec.clone();
             next.metadata.version += 1;
@@ -535,8 +660,8 @@ impl MeshService {
                 tracing::info!(resource = %id, version = next.metadata.version, "updated");
                 return Ok(response);
             }
+            backoff.wait().await?;
         }
-        Err(Self::too_contended())
     }
 
     /// DeleteMesh, DeleteVirtualNode, ...: refuses while others still reference or
@@ -547,31 +672,43 @@ impl MeshService {
         mesh_owner: Option<&str>,
     ) -> Result<Value, ApiError> {
         self.check_owner(&id.mesh, mesh_owner)?;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut txn = Txn::default();
-            let view = self.load_mesh(&id.mesh).await?;
+        let mut backoff = Backoff::new();
+        loop {
             let (kv, current) = match self.get_resource(&id).await? {
                 Some(x) => x,
                 None => return Err(self.missing(&id).await),
             };
-            if let Some(reason) = in_use(&view, &id) {
-                return Err(ApiError::new(ErrorCode::ResourceInUse, reason));
-            }
+            let mut txn = Txn::default();
             txn.preconditions
                 .push(Precondition::ModRevision(kv.key.clone(), kv.mod_revision));
-            txn.preconditions.push(Precondition::PrefixUnchangedSince(
-                keys::mesh_contents_prefix(&id.mesh),
-                view.revision,
-            ));
-            txn.ops.push(Op::Delete { key: kv.key });
+            // Only the kinds that can reference or contain `id` are read; a write that adds
+            // a reference meanwhile changes one of these prefixes (or fails on its own
+            // ModRevision of `id` if this delete commits first).
+            let mut users = MeshView {
+                revision: 0,
+                resources: Vec::new(),
+            };
+            for prefix in referrer_prefixes(&id) {
+                let view = self.list_decoded(&prefix).await?;
+                txn.preconditions
+                    .push(Precondition::PrefixUnchangedSince(prefix, view.revision));
+                users.resources.extend(view.resources);
+            }
+            if let Some(reason) = in_use(&users, &id) {
+                return Err(ApiError::new(ErrorCode::ResourceInUse, reason));
+            }
+            txn.ops.push(Op::Delete {
+                key: kv.key.clone(),
+            });
             if self.commit(txn).await? {
+                self.forget_decoded(&kv.key);
                 tracing::info!(resource = %id, "deleted");
                 let mut gone = current;
                 gone.status = Status::Deleted;
                 return Ok(self.data(&gone, Status::Deleted));
             }
+            backoff.wait().await?;
         }
-        Err(Self::too_contended())
     }
 
     /// ListMeshes, ListVirtualNodes, ...: `parent` is `Some(id)` of the mesh, router or
@@ -761,7 +898,8 @@ impl MeshService {
         arn: &str,
         f: impl Fn(&mut Vec<Tag>) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::new();
+        loop {
             let (kv, mut r) = self.resource_by_arn(arn).await?;
             f(&mut r.tags)?;
             let txn = Txn {
@@ -774,16 +912,16 @@ impl MeshService {
             if self.commit(txn).await? {
                 return Ok(serde_json::json!({}));
             }
+            backoff.wait().await?;
         }
-        Err(Self::too_contended())
     }
 
-    fn check_quota(&self, view: &MeshView, id: &ResourceId, spec: &Spec) -> Result<(), ApiError> {
+    /// The quota on how many resources of `kind` its container (account, mesh, router or
+    /// gateway) may hold, and its name for messages.
+    fn quota(&self, kind: ResourceKind) -> (usize, &'static str) {
         let q = &self.cfg.quotas;
-        let exists = view.get(id).is_some();
-        let count = |kind| view.of(kind).filter(|r| r.id.parent == id.parent).count();
-        let (limit_n, what) = match id.kind {
-            ResourceKind::Mesh => return Ok(()),
+        match kind {
+            ResourceKind::Mesh => (q.meshes, "meshes per account"),
             ResourceKind::VirtualNode => (q.virtual_nodes_per_mesh, "virtual nodes per mesh"),
             ResourceKind::VirtualRouter => (q.virtual_routers_per_mesh, "virtual routers per mesh"),
             ResourceKind::VirtualService => {
@@ -797,19 +935,81 @@ impl MeshService {
                 q.gateway_routes_per_virtual_gateway,
                 "gateway routes per virtual gateway",
             ),
-        };
-        if !exists && count(id.kind) >= limit_n {
-            return Err(limit(what, limit_n));
         }
-        if let Spec::VirtualNode(vn) = spec
-            && vn.backends().len() > q.backends_per_virtual_node
-        {
-            return Err(limit(
-                "backends per virtual node",
-                q.backends_per_virtual_node,
-            ));
+    }
+}
+
+fn check_backends_quota(q: &crate::config::Quotas, spec: &Spec) -> Result<(), ApiError> {
+    if let Spec::VirtualNode(vn) = spec
+        && vn.backends().len() > q.backends_per_virtual_node
+    {
+        return Err(limit(
+            "backends per virtual node",
+            q.backends_per_virtual_node,
+        ));
+    }
+    Ok(())
+}
+
+/// The resources `spec` names, which must exist for the write to be accepted (the parent is
+/// checked separately).
+fn referenced(id: &ResourceId, spec: &Spec) -> Vec<ResourceId> {
+    use meshplane_model::virtual_service::VirtualServiceProvider as P;
+    let mesh = &id.mesh;
+    let node = |name: &str| ResourceId::child(ResourceKind::VirtualNode, mesh.clone(), name);
+    match spec {
+        Spec::VirtualService(vs) => match &vs.provider {
+            Some(P::VirtualNode(p)) => vec![node(&p.virtual_node_name)],
+            Some(P::VirtualRouter(p)) => vec![ResourceId::child(
+                ResourceKind::VirtualRouter,
+                mesh.clone(),
+                &p.virtual_router_name,
+            )],
+            None => Vec::new(),
+        },
+        Spec::Route(route) => {
+            let mut ids: Vec<ResourceId> = route
+                .weighted_targets()
+                .iter()
+                .map(|t| node(&t.virtual_node))
+                .collect();
+            ids.sort_by(|a, b| a.name.cmp(&b.name));
+            ids.dedup();
+            ids
         }
-        Ok(())
+        Spec::GatewayRoute(gr) => gr
+            .target()
+            .map(|t| {
+                ResourceId::child(
+                    ResourceKind::VirtualService,
+                    mesh.clone(),
+                    &t.virtual_service.virtual_service_name,
+                )
+            })
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The key prefixes holding every resource that can reference or contain `id` (what
+/// [`in_use`] looks at).
+fn referrer_prefixes(id: &ResourceId) -> Vec<String> {
+    let mesh = &id.mesh;
+    let kind = |k: ResourceKind, parent: Option<&str>| keys::kind_prefix(k, mesh, parent);
+    match id.kind {
+        ResourceKind::Mesh => vec![keys::mesh_contents_prefix(mesh)],
+        ResourceKind::VirtualRouter => vec![
+            kind(ResourceKind::Route, Some(&id.name)),
+            kind(ResourceKind::VirtualService, None),
+        ],
+        ResourceKind::VirtualNode => vec![
+            kind(ResourceKind::Route, None),
+            kind(ResourceKind::VirtualService, None),
+        ],
+        ResourceKind::VirtualService => vec![kind(ResourceKind::GatewayRoute, None)],
+        ResourceKind::VirtualGateway => vec![kind(ResourceKind::GatewayRoute, Some(&id.name))],
+        ResourceKind::Route | ResourceKind::GatewayRoute => Vec::new(),
     }
 }
 

@@ -45,6 +45,10 @@ macro_rules! store_conformance_tests {
             prefix_unchanged_since_ignores_deletions_catches_creates_and_updates(
                 $crate::StoreOptions::default()
             ),
+            prefix_count_below_counts_live_keys_under_the_prefix($crate::StoreOptions::default()),
+            concurrent_creates_under_a_count_limit_stop_exactly_at_it(
+                $crate::StoreOptions::default()
+            ),
             list_is_sorted_by_bytes_and_isolates_prefixes($crate::StoreOptions::default()),
             list_paginates_with_start_after_and_limit($crate::StoreOptions::default()),
             list_is_a_consistent_snapshot_under_concurrent_writes(
@@ -407,6 +411,80 @@ pub async fn prefix_unchanged_since_ignores_deletions_catches_creates_and_update
     let now = revision(&store).await;
     expect_failed(&store, all(now - 1), 0).await;
     commit(&store, all(now)).await;
+}
+
+/// `PrefixCountBelow` counts the keys under the prefix as they are before the
+/// transaction's own operations: deleted keys and keys outside the prefix (`q/` vs `qq`)
+/// do not count.
+pub async fn prefix_count_below_counts_live_keys_under_the_prefix<S: Store>(store: S) {
+    let below = |n: u64, key: &str| Txn {
+        preconditions: vec![
+            Precondition::Absent("unrelated".to_owned()),
+            Precondition::PrefixCountBelow("q/".to_owned(), n),
+        ],
+        ops: vec![put(key, "x")],
+    };
+    // Empty prefix: 0 < 1.
+    commit(&store, below(1, "q/1")).await;
+    // One key now: 1 < 1 fails, and nothing is written.
+    expect_failed(&store, below(1, "q/2"), 1).await;
+    assert!(get(&store, "q/2").await.is_none());
+    commit(&store, below(2, "q/2")).await;
+    // Keys outside the prefix, even sharing its first bytes, do not count.
+    put_one(&store, "qq", "x").await;
+    put_one(&store, "q", "x").await;
+    commit(&store, below(3, "q/3")).await;
+    expect_failed(&store, below(3, "q/4"), 1).await;
+    // An update of an existing key is counted once.
+    put_one(&store, "q/1", "y").await;
+    expect_failed(&store, below(3, "q/4"), 1).await;
+    // A deleted key frees its place.
+    commit(
+        &store,
+        Txn {
+            preconditions: vec![],
+            ops: vec![delete("q/1")],
+        },
+    )
+    .await;
+    commit(&store, below(3, "q/4")).await;
+    // A limit of 0 never holds.
+    expect_failed(&store, below(0, "q/5"), 1).await;
+}
+
+/// 48 concurrent creates of distinct keys, each guarded by "fewer than 20 keys under the
+/// prefix": exactly 20 commit, whatever the backend groups together.
+pub async fn concurrent_creates_under_a_count_limit_stop_exactly_at_it<S: Store>(store: S) {
+    const TXNS: usize = 48;
+    const LIMIT: u64 = 20;
+    let store = Arc::new(store);
+    let txns = (0..TXNS)
+        .map(|i| {
+            let key = format!("quota/{i:02}");
+            Txn {
+                preconditions: vec![
+                    Precondition::Absent(key.clone()),
+                    Precondition::PrefixCountBelow("quota/".to_owned(), LIMIT),
+                ],
+                ops: vec![put(&key, "x")],
+            }
+        })
+        .collect();
+    let outcomes = run_concurrently(&store, txns).await;
+    let committed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(TxnOutcome::Committed { .. })))
+        .count();
+    let failed_on_quota = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(TxnOutcome::Failed { precondition: 1 })))
+        .count();
+    assert_eq!(
+        (committed, failed_on_quota),
+        (LIMIT as usize, TXNS - LIMIT as usize)
+    );
+    let page = store.list("quota/", None, 0).await.expect("list");
+    assert_eq!(page.items.len(), LIMIT as usize);
 }
 
 /// Listing is in byte order, a prefix returns exactly the keys starting with it, and

@@ -95,6 +95,12 @@ pub enum Precondition {
     /// No key with this prefix was created or modified after this revision.
     /// (Deletions under the prefix do not violate it.)
     PrefixUnchangedSince(String, Revision),
+    /// Fewer than this many keys exist under the prefix (before this transaction's
+    /// operations). A quota check that conflicts with nothing: concurrent creates under the
+    /// same prefix all commit while there is room, and the first one past the limit fails.
+    /// (An etcd backend evaluates it as a count read at revision R plus a range compare
+    /// "no key created under the prefix after R", retried on failure.)
+    PrefixCountBelow(String, u64),
 }
 
 /// A write inside a transaction.

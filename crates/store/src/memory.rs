@@ -255,6 +255,15 @@ impl State {
                 .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix.as_str()))
                 .any(|(_, e)| e.mod_revision > *rev),
+            Precondition::PrefixCountBelow(prefix, limit) => {
+                (self
+                    .kv
+                    .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                    .take(usize::try_from(*limit).unwrap_or(usize::MAX))
+                    .count() as u64)
+                    < *limit
+            }
         }
     }
 }

@@ -759,6 +759,26 @@ fn holds(conn: &Connection, precondition: &Precondition) -> Result<bool, StoreEr
             .map_err(sql_err)?;
             Ok(!changed)
         }
+        Precondition::PrefixCountBelow(prefix, limit) => {
+            // Counts at most `limit` keys: the cost is bounded by the quota, not the table.
+            let n = to_sql((*limit).min(i64::MAX as u64))?;
+            let count: i64 = match prefix_end(prefix.as_bytes()) {
+                Some(end) => {
+                    conn.prepare_cached(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM kv
+                         WHERE key >= ?1 AND key < ?2 LIMIT ?3)",
+                    )
+                    .and_then(|mut s| s.query_row(params![prefix.as_bytes(), end, n], |r| r.get(0)))
+                }
+                None => conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM kv WHERE key >= ?1 LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.query_row(params![prefix.as_bytes(), n], |r| r.get(0))),
+            }
+            .map_err(sql_err)?;
+            Ok(count < n)
+        }
     }
 }
 
