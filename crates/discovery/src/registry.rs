@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use meshplane_store::{KeyValue, Op, Precondition, Store, StoreError, Txn, TxnOutcome};
+use meshplane_store::{Backoff, KeyValue, Op, Precondition, Store, StoreError, Txn, TxnOutcome};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -24,8 +24,6 @@ use crate::keys::{
 pub const TTL_ATTRIBUTE: &str = "MESHPLANE_INSTANCE_TTL";
 /// Longest accepted lease, in seconds.
 pub const MAX_TTL_SECONDS: u64 = 3600;
-/// Optimistic-concurrency attempts before answering ServiceUnavailable.
-const MAX_ATTEMPTS: usize = 16;
 /// Cloud Map's limit of custom attributes per instance.
 const MAX_CUSTOM_ATTRIBUTES: usize = 30;
 /// Cloud Map's limit of tags per resource.
@@ -683,7 +681,8 @@ impl Registry {
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             // Idempotent replay: same request id and name → the same operation.
             let req_key = keys::request(&cri);
             if let Some(kv) = self.store.get(&req_key).await.map_err(store_err)? {
@@ -751,8 +750,10 @@ impl Registry {
                 tracing::info!(namespace = %name, id = %id, "cloud map namespace created");
                 return Ok(json!({"OperationId": op_id}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     async fn get_operation(&self, r: OperationReq) -> Result<Value, CloudMapError> {
@@ -811,7 +812,8 @@ impl Registry {
 
     async fn delete_namespace(&self, r: IdReq) -> Result<Value, CloudMapError> {
         let id = id_of(required(&r.id, "Id")?).to_owned();
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             let (kv, ns) = self.load_namespace(&id).await?;
             let prefix = keys::service_names_of(&id);
             let services = self.store.list(&prefix, None, 1).await.map_err(store_err)?;
@@ -839,8 +841,10 @@ impl Registry {
                 tracing::info!(namespace = %ns.name, id = %id, "cloud map namespace deleted");
                 return Ok(json!({"OperationId": op_id}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     // --- services ---
@@ -891,7 +895,8 @@ impl Registry {
                 ));
             }
         };
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             let (ns_kv, ns) = self.load_namespace(&ns_id).await?;
             let name_key = keys::service_name(&ns_id, &name);
             if let Some(kv) = self.store.get(&name_key).await.map_err(store_err)? {
@@ -951,8 +956,10 @@ impl Registry {
                 tracing::info!(namespace = %ns.name, service = %name, id = %id, "cloud map service created");
                 return Ok(json!({"Service": self.service_json(&rec, false).await?}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     async fn get_service(&self, r: IdReq) -> Result<Value, CloudMapError> {
@@ -981,7 +988,8 @@ impl Registry {
 
     async fn delete_service(&self, r: IdReq) -> Result<Value, CloudMapError> {
         let id = id_of(required(&r.id, "Id")?).to_owned();
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             let (kv, s) = self.load_service(&id).await?;
             let prefix = keys::instances_of(&id);
             let inst = self.store.list(&prefix, None, 1).await.map_err(store_err)?;
@@ -1010,8 +1018,10 @@ impl Registry {
                 tracing::info!(service = %s.name, id = %id, "cloud map service deleted");
                 return Ok(json!({}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     // --- instances ---
@@ -1028,7 +1038,8 @@ impl Registry {
         let Some(attributes) = r.attributes else {
             return Err(CloudMapError::invalid("Attributes is required"));
         };
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             let (svc_kv, svc) = self.load_service(&service_id).await?;
             let custom = svc.health_check_custom_config.is_some();
             let ttl = check_attributes(&attributes, custom)?;
@@ -1090,14 +1101,17 @@ impl Registry {
                 }
                 return Ok(json!({"OperationId": op_id}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     async fn deregister_instance(&self, r: InstanceReq) -> Result<Value, CloudMapError> {
         let service_id = id_of(required(&r.service_id, "ServiceId")?).to_owned();
         let instance_id = required(&r.instance_id, "InstanceId")?.to_owned();
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             let (svc_kv, svc) = self.load_service(&service_id).await?;
             let (kv, _) = self.load_instance(&service_id, &instance_id).await?;
             let (op_id, op) = self.operation_op(
@@ -1122,8 +1136,10 @@ impl Registry {
                 tracing::info!(service = %svc.name, instance = %instance_id, "instance deregistered");
                 return Ok(json!({"OperationId": op_id}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     async fn get_instance(&self, r: InstanceReq) -> Result<Value, CloudMapError> {
@@ -1327,7 +1343,8 @@ impl Registry {
                 )));
             }
         };
-        for _ in 0..MAX_ATTEMPTS {
+        let mut backoff = Backoff::default();
+        loop {
             let (_, svc) = self.load_service(&service_id).await?;
             let (kv, mut rec) = self.load_instance(&service_id, &instance_id).await?;
             if svc.health_check_custom_config.is_none() {
@@ -1349,8 +1366,10 @@ impl Registry {
             if self.commit(txn).await? {
                 return Ok(json!({}));
             }
+            if !backoff.wait().await {
+                return Err(contended());
+            }
         }
-        Err(contended())
     }
 
     // --- leases ---

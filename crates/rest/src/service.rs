@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use meshplane_api::{
@@ -36,24 +36,14 @@ use meshplane_model::{
     Arn, Metadata, Resource, ResourceId, ResourceKind, Spec, Status, Tag, Violation, Violations,
     validate,
 };
-use meshplane_store::{KeyValue, Op, Precondition, Revision, Store, StoreError, Txn, TxnOutcome};
+use meshplane_store::{
+    Backoff, KeyValue, Op, Precondition, Revision, Store, StoreError, Txn, TxnOutcome,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ApiConfig;
 use crate::keys;
-
-/// How long an operation keeps re-running after losing compare-and-set races before it
-/// answers 409. Only writers to the same resource (or to what it references) race, and
-/// each round has one winner, so this trips only under sustained contention on one
-/// resource far beyond what API clients produce.
-const RETRY_BUDGET: Duration = Duration::from_secs(10);
-
-/// The first retry waits up to this long (uniformly at random); each further one doubles
-/// the bound up to [`MAX_BACKOFF`]. Jitter spreads racing writers apart so that each round
-/// has a winner instead of the same collision.
-const FIRST_BACKOFF: Duration = Duration::from_micros(500);
-const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Tags allowed per resource.
 const MAX_TAGS: usize = 50;
@@ -109,34 +99,6 @@ impl MeshView {
     }
 }
 
-/// Jittered, growing waits between the attempts of one operation, within
-/// [`RETRY_BUDGET`].
-struct Backoff {
-    started: Instant,
-    bound: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            started: Instant::now(),
-            bound: FIRST_BACKOFF,
-        }
-    }
-
-    /// Waits before the next attempt, or gives up with ConflictException once the budget
-    /// is spent.
-    async fn wait(&mut self) -> Result<(), ApiError> {
-        if self.started.elapsed() >= RETRY_BUDGET {
-            return Err(MeshService::too_contended());
-        }
-        let micros = fastrand::u64(0..=self.bound.as_micros() as u64);
-        tokio::time::sleep(Duration::from_micros(micros)).await;
-        self.bound = (self.bound * 2).min(MAX_BACKOFF);
-        Ok(())
-    }
-}
-
 /// What a clientToken lookup decided.
 enum Replay {
     /// The token answered this request before: send the same response.
@@ -160,6 +122,16 @@ struct IdempotencyRecord {
     fingerprint: String,
     response: Value,
     at_ms: i64,
+}
+
+/// Waits before re-running an operation that lost a race; ConflictException once the
+/// retry budget ([`Backoff::BUDGET`]) is spent.
+async fn retry_after(backoff: &mut Backoff) -> Result<(), ApiError> {
+    if backoff.wait().await {
+        Ok(())
+    } else {
+        Err(MeshService::too_contended())
+    }
 }
 
 fn now_ms() -> i64 {
@@ -436,7 +408,7 @@ impl MeshService {
         }
         let key = keys::resource_key(&id);
         let (quota, what) = self.quota(id.kind);
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         loop {
             let token_guard = match self.replay(token, fingerprint).await? {
                 Replay::Answer(resp) => return Ok(resp),
@@ -491,7 +463,7 @@ impl MeshService {
                     return Ok(response);
                 }
                 Some(i) if i == quota_at => return Err(limit(what, quota)),
-                Some(_) => backoff.wait().await?,
+                Some(_) => retry_after(&mut backoff).await?,
             }
         }
     }
@@ -625,7 +597,7 @@ impl MeshService {
         let token = input.client_token.as_deref();
         validate::validate_spec(&input.spec).map_err(ApiError::from)?;
         self.check_owner(&id.mesh, mesh_owner)?;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         loop {
             let token_guard = match self.replay(token, fingerprint).await? {
                 Replay::Answer(resp) => return Ok(resp),
@@ -660,7 +632,7 @@ impl MeshService {
                 tracing::info!(resource = %id, version = next.metadata.version, "updated");
                 return Ok(response);
             }
-            backoff.wait().await?;
+            retry_after(&mut backoff).await?;
         }
     }
 
@@ -672,7 +644,7 @@ impl MeshService {
         mesh_owner: Option<&str>,
     ) -> Result<Value, ApiError> {
         self.check_owner(&id.mesh, mesh_owner)?;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         loop {
             let (kv, current) = match self.get_resource(&id).await? {
                 Some(x) => x,
@@ -707,7 +679,7 @@ impl MeshService {
                 gone.status = Status::Deleted;
                 return Ok(self.data(&gone, Status::Deleted));
             }
-            backoff.wait().await?;
+            retry_after(&mut backoff).await?;
         }
     }
 
@@ -898,7 +870,7 @@ impl MeshService {
         arn: &str,
         f: impl Fn(&mut Vec<Tag>) -> Result<(), ApiError>,
     ) -> Result<Value, ApiError> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::default();
         loop {
             let (kv, mut r) = self.resource_by_arn(arn).await?;
             f(&mut r.tags)?;
@@ -912,7 +884,7 @@ impl MeshService {
             if self.commit(txn).await? {
                 return Ok(serde_json::json!({}));
             }
-            backoff.wait().await?;
+            retry_after(&mut backoff).await?;
         }
     }
 

@@ -60,11 +60,13 @@ use async_trait::async_trait;
 pub mod conformance;
 mod memory;
 mod options;
+mod retry;
 mod sqlite;
 mod watch;
 
 pub use memory::MemoryStore;
 pub use options::StoreOptions;
+pub use retry::Backoff;
 pub use sqlite::SqliteStore;
 
 /// A global, monotonically increasing revision; 0 means "before any write".

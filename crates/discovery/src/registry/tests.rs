@@ -279,6 +279,60 @@ async fn concurrent_registrations_are_all_kept() {
     assert!(revision(&r).await > before);
 }
 
+/// Issue 16, item 1 for Cloud Map: 32 concurrent CreateHttpNamespace calls with one
+/// CreatorRequestId create one namespace and all get its operation; with one
+/// CreatorRequestId and different names, one wins and the rest get DuplicateRequest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creator_request_id_is_atomic_under_concurrency() {
+    let r = registry();
+    let run = |bodies: Vec<Value>| {
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|b| {
+                let r = r.clone();
+                tokio::spawn(async move { r.call("CreateHttpNamespace", b).await })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let same = run((0..32)
+        .map(|_| json!({"Name": "same", "CreatorRequestId": "req-1"}))
+        .collect())
+    .await;
+    let ops: std::collections::BTreeSet<String> = same
+        .iter()
+        .map(|o| match o {
+            Ok(v) => v["OperationId"].as_str().unwrap().to_owned(),
+            Err(e) => panic!("replay failed: {e}"),
+        })
+        .collect();
+    assert_eq!(ops.len(), 1, "one operation for one request id: {ops:?}");
+    let different = run((0..32)
+        .map(|i| json!({"Name": format!("other-{i}"), "CreatorRequestId": "req-2"}))
+        .collect())
+    .await;
+    let winners = different.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(winners, 1);
+    for o in different.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!(o.code, ErrorCode::DuplicateRequest, "{o}");
+    }
+    let listed = ok(&r, "ListNamespaces", json!({})).await;
+    let names: Vec<&str> = listed["Namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"same"));
+}
+
 #[tokio::test]
 async fn endpoint_index_reports_changed_services_only() {
     use crate::endpoints::EndpointIndex;
