@@ -79,12 +79,15 @@ async fn replacing_the_database_file_fails_the_next_write_and_new_reads() {
     }
 }
 
+/// Also on a reopened store that has not written yet (a clean close removed the WAL;
+/// opening creates it again, and that one is watched).
 #[tokio::test]
 async fn removing_the_wal_fails_the_next_write() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&db(&dir));
-    write(&store, "a").await.expect("write");
     let wal = dir.path().join("meshplane.db-wal");
+    drop(open(&db(&dir)));
+    assert!(!wal.exists(), "a clean close removes the WAL");
+    let store = open(&db(&dir));
     assert!(wal.exists(), "WAL file present while open");
     std::fs::remove_file(&wal).expect("remove wal");
     assert_faulted(&store, "write-ahead log").await;
