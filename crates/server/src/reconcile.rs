@@ -68,6 +68,9 @@ pub struct ReconcileState {
     meshes: BTreeMap<String, MeshState>,
     /// Store revision the state reflects.
     pub revision: Revision,
+    /// True once the first full listing has been translated into the snapshot cache
+    /// (stays true across later re-lists): `/readyz` waits for it.
+    pub synced: bool,
     /// Registry instances (Cloud Map), watched under `cloudmap/instances/`.
     endpoint_index: EndpointIndex,
     /// The translator's view of `endpoint_index`, rebuilt when an instance changes.
@@ -217,6 +220,7 @@ impl Reconciler {
         for mesh in &meshes {
             self.recompute(mesh, None, None, started).await;
         }
+        self.state.write().unwrap_or_else(|p| p.into_inner()).synced = true;
         tracing::info!(
             revision,
             meshes = meshes.len(),

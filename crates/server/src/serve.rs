@@ -1,7 +1,8 @@
 //! `meshplane serve`: the control plane process.
 //!
-//! Opens the embedded store under `--data-dir`, serves the App Mesh API and the Cloud Map-compatible registry (plus `/healthz`
-//! and Prometheus `/metrics`) on `--api-listen`, and prints one line per bound listener
+//! Opens the embedded store under `--data-dir` (checked against its marker, see
+//! [`crate::data_dir`]), serves the App Mesh API and the Cloud Map-compatible registry (plus
+//! `/healthz`, `/readyz` and Prometheus `/metrics`) on `--api-listen`, and prints one line per bound listener
 //! on stdout (`listening api http://127.0.0.1:7080`) so that port 0 is usable by scripts.
 
 use std::io::Write as _;
@@ -17,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use meshplane_rest::{ApiConfig, ApiMetrics, MeshService, Quotas};
-use meshplane_store::{SqliteStore, Store};
+use meshplane_store::Store;
 use meshplane_translate::TranslateOptions;
 use meshplane_xds::{SnapshotCache, XdsServer};
 use prometheus_client::registry::Registry;
@@ -47,6 +48,10 @@ pub struct ServeArgs {
     /// ARN partition.
     #[arg(long, env = "MESHPLANE_PARTITION", default_value = "aws")]
     pub partition: String,
+    /// Start even though `<data-dir>/meshplane.id` records a store and `meshplane.db` is
+    /// missing, empty or another store's file (its data is then gone); rewrites the marker.
+    #[arg(long, env = "MESHPLANE_ALLOW_EMPTY_STORE")]
+    pub allow_empty_store: bool,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `meshplane_rest=debug`.
     #[arg(long, env = "MESHPLANE_LOG", default_value = "info")]
     pub log: String,
@@ -144,11 +149,9 @@ fn init_tracing(filter: &str) {
 async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("meshplane.db");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db).with_context(|| format!("opening store {}", db.display()))?,
-    );
-    tracing::info!(path = %db.display(), "store opened");
+    let sqlite = crate::data_dir::open_store(&args.data_dir, args.allow_empty_store)?;
+    tracing::info!(path = %sqlite.path().display(), store = %format!("{:016x}", sqlite.store_id()), "store opened");
+    let store: Arc<dyn Store> = Arc::new(sqlite);
 
     let mut registry = Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut registry));
@@ -190,6 +193,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
         .merge(
             Router::new()
                 .route("/healthz", get(healthz))
+                .route("/readyz", get(readyz))
                 .route("/metrics", get(metrics))
                 .route("/meshplane/v1/proxy-status", get(proxy_status))
                 .route("/meshplane/v1/proxy-config", get(proxy_config))
@@ -267,14 +271,45 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-async fn healthz(State(st): State<OpsState>) -> impl IntoResponse {
-    match st.store.revision().await {
-        Ok(rev) => (StatusCode::OK, format!("ok revision={rev}\n")),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}\n"),
-        ),
+/// Liveness for load balancers: 200 `{"status":"ok","revision":N}` while the store can
+/// take writes, 503 `{"status":"unavailable","reason":...}` once it cannot (its file was
+/// removed or replaced, corruption was seen, reads fail).
+async fn healthz(State(st): State<OpsState>) -> axum::response::Response {
+    match store_health(&st).await {
+        Ok(revision) => axum::Json(json!({"status": "ok", "revision": revision})).into_response(),
+        Err(reason) => unavailable("unavailable", &reason),
     }
+}
+
+/// Readiness: healthy, and the reconciler has translated the whole store once (so
+/// proxies connecting now get their configuration, not an empty one).
+async fn readyz(State(st): State<OpsState>) -> axum::response::Response {
+    let revision = match store_health(&st).await {
+        Ok(revision) => revision,
+        Err(reason) => return unavailable("unavailable", &reason),
+    };
+    let synced = st.state.read().map(|s| s.synced).unwrap_or(false);
+    if !synced {
+        return unavailable(
+            "starting",
+            "the reconciler has not finished its initial sync",
+        );
+    }
+    axum::Json(json!({"status": "ready", "revision": revision})).into_response()
+}
+
+/// The store's revision when it is healthy, else why not.
+async fn store_health(st: &OpsState) -> Result<u64, String> {
+    st.store.health().await.map_err(|e| e.to_string())?;
+    st.store.revision().await.map_err(|e| e.to_string())
+}
+
+fn unavailable(status: &str, reason: &str) -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": status, "reason": reason})),
+    )
+        .into_response()
 }
 
 async fn proxy_status(State(st): State<OpsState>) -> impl IntoResponse {

@@ -49,6 +49,11 @@
 //!   A watch also yields [`StoreError::Unavailable`] and ends when its store is dropped
 //!   or the log cannot be read.
 //!
+//! - [`Store::health`] is what `/healthz` asks. `SqliteStore` checks `PRAGMA quick_check`
+//!   at open and, after every commit, that its database and WAL files are still the ones
+//!   it opened: a removed or replaced file fails the batch with
+//!   [`StoreError::Unavailable`] instead of acknowledging writes that a restart would lose.
+//!
 //! What this crate does not do: no TTLs or leases, no multi-process sharing of one
 //! SQLite file (the file is locked by its opener), no schema beyond opaque keys.
 #![forbid(unsafe_code)]
@@ -245,4 +250,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Streams every event under `prefix` with revision > `from`, then live events.
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
+
+    /// Whether the store can take writes now: cheap enough for every health probe.
+    /// An error says why not (for [`SqliteStore`]: its file was removed or replaced
+    /// under it, or corruption was seen; it stays unhealthy until reopened).
+    /// The default asks for the current revision.
+    async fn health(&self) -> Result<(), StoreError> {
+        self.revision().await.map(|_| ())
+    }
 }

@@ -31,17 +31,28 @@
 //! - The file is locked (`<path>.lock`, an OS advisory lock) for the lifetime of the
 //!   store: a second opener, in this process or another, gets
 //!   [`StoreError::Unavailable`].
+//! - Faults are never silent. `PRAGMA quick_check` runs once at open (a damaged file is
+//!   refused with [`StoreError::Corrupt`]). After every batch commit the writer compares
+//!   the database and WAL files at their paths with the ones it opened (device and
+//!   inode, and the link count of the kept database handle): a file removed or replaced
+//!   under the running store would take acknowledged writes with it, so the batch is
+//!   answered [`StoreError::Unavailable`] instead and the store stays faulted until it
+//!   is reopened (one ERROR line says so). Any [`StoreError::Corrupt`] seen by a read or
+//!   a write faults it too. A faulted store refuses every write; reads on the
+//!   connections already open go on (so the data can still be exported), new read
+//!   connections are refused. [`Store::health`] reports the fault.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::MetadataExt as _;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::watch::{self, Batch, LogChunk, LogSource};
@@ -82,6 +93,9 @@ const SCHEMA: &str = "
     INSERT INTO meta (name, value) VALUES ('revision', 0), ('compacted_through', 0);
 ";
 
+/// The `meta` row holding the store's random identity (added to older files at open).
+const STORE_ID: &str = "store_id";
+
 /// `changes.kind` of a put.
 const KIND_PUT: i64 = 0;
 /// `changes.kind` of a delete.
@@ -109,9 +123,41 @@ struct Inner {
     revision: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<Batch>>,
     options: StoreOptions,
+    /// The files' identities and the store's fault, shared with the writer thread.
+    guard: Arc<Guard>,
+    /// The random identity recorded in the file (`meta.store_id`).
+    store_id: u64,
     /// Held for the lifetime of the store; declared last so it is released after the
     /// connections are closed.
     _lock: File,
+}
+
+/// Watches the database and WAL files for removal or replacement, and keeps the store's
+/// fault, which lasts until the store is reopened.
+#[derive(Debug)]
+struct Guard {
+    path: PathBuf,
+    wal_path: PathBuf,
+    /// The database file as opened: its link count drops to 0 when it is removed.
+    db: File,
+    db_id: FileId,
+    /// `None` when no WAL file existed at open (then none is watched).
+    wal_id: Option<FileId>,
+    fault: OnceLock<Fault>,
+}
+
+/// A file's identity: device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// Why the store stopped accepting writes.
+#[derive(Debug)]
+struct Fault {
+    corrupt: bool,
+    message: String,
 }
 
 /// The store's handle on its writer thread.
@@ -148,6 +194,7 @@ struct WriterThread {
     revision: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<Batch>>,
     options: StoreOptions,
+    guard: Arc<Guard>,
 }
 
 /// What applying one batch produced (nothing of it is visible before the commit).
@@ -188,7 +235,8 @@ impl SqliteStore {
     ///
     /// Fails with [`StoreError::Unavailable`] if the file cannot be opened or is locked
     /// by another store, and with [`StoreError::Corrupt`] if it is not a meshplane
-    /// database or was written by a newer format version.
+    /// database, was written by a newer format version or fails `PRAGMA quick_check`
+    /// (which reads the whole file once).
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         Self::open_with(path, StoreOptions::default())
     }
@@ -207,7 +255,9 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        let revision = init_schema(&mut writer)?;
+        let (revision, store_id) = init_schema(&mut writer)?;
+        quick_check(&writer, path)?;
+        let guard = Arc::new(Guard::new(path)?);
         let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
         let revision_counter = Arc::new(AtomicU64::new(revision));
         let (queue, requests) = mpsc::channel();
@@ -217,6 +267,7 @@ impl SqliteStore {
             revision: Arc::clone(&revision_counter),
             events: events.clone(),
             options: options.clone(),
+            guard: Arc::clone(&guard),
         };
         let thread = std::thread::Builder::new()
             .name("meshplane-store-writer".to_owned())
@@ -236,6 +287,8 @@ impl SqliteStore {
                 revision: revision_counter,
                 events,
                 options,
+                guard,
+                store_id,
                 _lock: lock,
             }),
         })
@@ -244,6 +297,13 @@ impl SqliteStore {
     /// The database file this store was opened on.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The random identity written into the database when it was created (or, for a
+    /// file from an older version, when it was first opened by this one): a copy of the
+    /// file keeps it, a new database gets another one.
+    pub fn store_id(&self) -> u64 {
+        self.inner.store_id
     }
 
     /// Runs `f` on the blocking pool with the shared state.
@@ -296,6 +356,16 @@ impl Store for SqliteStore {
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
         watch::start(&self.inner, prefix, from, self.inner.options.watch_buffer).await
     }
+
+    /// Faulted (file removed or replaced, corruption seen) or the revision row cannot be
+    /// read: unhealthy. Costs three `stat`s and one indexed read.
+    async fn health(&self) -> Result<(), StoreError> {
+        self.blocking(|inner| {
+            inner.guard.check()?;
+            inner.with_reader(|conn| read_meta(conn, "revision").map(|_| ()))
+        })
+        .await
+    }
 }
 
 // === impl Inner ===
@@ -313,14 +383,142 @@ impl Inner {
             .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => open_reader(&self.path)?,
+            None => {
+                let conn = open_reader(&self.path)?;
+                // Opened by path: make sure it is still the file the store opened.
+                self.guard.check()?;
+                conn
+            }
         };
-        let result = f(&mut conn);
+        let result = self.guard.observe(f(&mut conn));
         let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() < MAX_IDLE_READERS && conn.is_autocommit() {
             pool.push(conn);
         }
         result
+    }
+}
+
+// === impl Guard ===
+
+impl Guard {
+    /// Records the identities of the store's files at `path`, as they are now.
+    fn new(path: &Path) -> Result<Guard, StoreError> {
+        let wal_path = companion(path, "-wal");
+        let db = File::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let meta = db
+            .metadata()
+            .map_err(|e| StoreError::Unavailable(format!("cannot stat {}: {e}", path.display())))?;
+        let wal_id = std::fs::metadata(&wal_path).ok().map(|m| FileId::of(&m));
+        Ok(Guard {
+            path: path.to_owned(),
+            wal_path,
+            db,
+            db_id: FileId::of(&meta),
+            wal_id,
+            fault: OnceLock::new(),
+        })
+    }
+
+    /// The fault if there is one, else whether the files are still the ones opened
+    /// (faulting the store if not).
+    fn check(&self) -> Result<(), StoreError> {
+        if let Some(fault) = self.fault.get() {
+            return Err(fault.error());
+        }
+        match self.files_changed() {
+            None => Ok(()),
+            Some(what) => Err(self.fail(false, what)),
+        }
+    }
+
+    /// What happened to the files, if anything.
+    fn files_changed(&self) -> Option<String> {
+        let path = self.path.display();
+        match std::fs::metadata(&self.path) {
+            Ok(m) if FileId::of(&m) == self.db_id => {}
+            Ok(_) => return Some(format!("the database file {path} was replaced")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("the database file {path} was removed"));
+            }
+            Err(e) => return Some(format!("cannot stat the database file {path}: {e}")),
+        }
+        // Same inode at the path, yet unlinked: removed and its name re-linked elsewhere.
+        match self.db.metadata() {
+            Ok(m) if m.nlink() == 0 => {
+                return Some(format!("the database file {path} was removed"));
+            }
+            Ok(_) => {}
+            Err(e) => return Some(format!("cannot stat the open database file {path}: {e}")),
+        }
+        let wal_id = self.wal_id?;
+        let wal = self.wal_path.display();
+        match std::fs::metadata(&self.wal_path) {
+            Ok(m) if FileId::of(&m) == wal_id => None,
+            Ok(_) => Some(format!("the write-ahead log {wal} was replaced")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("the write-ahead log {wal} was removed"))
+            }
+            Err(e) => Some(format!("cannot stat the write-ahead log {wal}: {e}")),
+        }
+    }
+
+    /// Faults the store (the first fault wins and is logged once) and returns the error
+    /// every later write gets.
+    fn fail(&self, corrupt: bool, what: String) -> StoreError {
+        let message = if corrupt {
+            format!(
+                "{what}; writes are refused until meshplane restarts (the file {} needs \
+                 repair or restoring)",
+                self.path.display()
+            )
+        } else {
+            format!(
+                "{what} under the running server; writes are refused until meshplane \
+                 restarts"
+            )
+        };
+        if self.fault.set(Fault { corrupt, message }).is_ok()
+            && let Some(fault) = self.fault.get()
+        {
+            tracing::error!(
+                path = %self.path.display(),
+                reason = %fault.message,
+                "the store is faulted: restart meshplane once the files are in order"
+            );
+        }
+        self.fault.get().map_or_else(
+            || StoreError::Unavailable(format!("{what}; writes are refused")),
+            Fault::error,
+        )
+    }
+
+    /// Passes `result` through, faulting the store on corruption.
+    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Corrupt(what)) = &result {
+            self.fail(true, format!("store data corrupt: {what}"));
+        }
+        result
+    }
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+impl Fault {
+    fn error(&self) -> StoreError {
+        if self.corrupt {
+            StoreError::Corrupt(self.message.clone())
+        } else {
+            StoreError::Unavailable(self.message.clone())
+        }
     }
 }
 
@@ -398,7 +596,17 @@ impl WriterThread {
         let (txns, replies): (Vec<Txn>, Vec<_>) =
             batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
         let size = txns.len();
-        match apply_batch(&mut self.conn, txns, &self.options) {
+        if let Some(fault) = self.guard.fault.get() {
+            for reply in replies {
+                let _ = reply.send(Err(fault.error()));
+            }
+            return;
+        }
+        let applied = apply_batch(&mut self.conn, txns, &self.options)
+            // After the commit, before anything is acknowledged: a batch written to a file
+            // that is no longer the store's is lost on restart, so it is not acknowledged.
+            .and_then(|result| self.guard.check().map(|()| result));
+        match applied {
             Ok(result) => {
                 tracing::trace!(size, revision = result.revision, "committed a batch");
                 self.revision.store(result.revision, Ordering::SeqCst);
@@ -408,11 +616,14 @@ impl WriterThread {
                     let _ = self.events.send(batch);
                 }
                 for (reply, outcome) in replies.into_iter().zip(result.outcomes) {
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(self.guard.observe(outcome));
                 }
             }
             Err(e) => {
-                tracing::warn!(size, error = %e, "a batch of store transactions failed");
+                let e = self.guard.observe(Err::<(), _>(e)).unwrap_err();
+                if self.guard.fault.get().is_none() {
+                    tracing::warn!(size, error = %e, "a batch of store transactions failed");
+                }
                 for reply in replies {
                     let _ = reply.send(Err(copy_error(&e)));
                 }
@@ -608,10 +819,15 @@ where
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
 }
 
+/// `path` with `suffix` appended (`meshplane.db-wal`, `meshplane.db.lock`).
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 fn lock_file(path: &Path) -> Result<File, StoreError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
+    let lock_path = companion(path, ".lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -635,7 +851,11 @@ fn lock_file(path: &Path) -> Result<File, StoreError> {
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
+    connect(path, OpenFlags::default())
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -643,16 +863,17 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// A read connection never creates the file: if it is gone, the read fails.
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = open_connection(path)?;
+    let conn = connect(path, OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE)?;
     conn.pragma_update(None, "query_only", true)
         .map_err(sql_err)?;
     Ok(conn)
 }
 
 /// Creates the schema in a new file, or checks the format version of an existing one.
-/// Returns the current revision.
-fn init_schema(conn: &mut Connection) -> Result<Revision, StoreError> {
+/// Returns the current revision and the store id (created if missing).
+fn init_schema(conn: &mut Connection) -> Result<(Revision, u64), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_err)?;
@@ -712,8 +933,63 @@ fn init_schema(conn: &mut Connection) -> Result<Revision, StoreError> {
         .map_err(sql_err)?;
     }
     let revision = read_meta(&tx, "revision")?;
+    let store_id = match tx
+        .query_row("SELECT value FROM meta WHERE name = ?1", [STORE_ID], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+        .map_err(sql_err)?
+    {
+        Some(id) => from_sql(id)?,
+        None => {
+            let id = new_store_id();
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+                params![STORE_ID, to_sql(id)?],
+            )
+            .map_err(sql_err)?;
+            id
+        }
+    };
     tx.commit().map_err(sql_err)?;
-    Ok(revision)
+    Ok((revision, store_id))
+}
+
+/// A random non-zero identity that fits SQLite's integers.
+fn new_store_id() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // `RandomState` keys come from the OS's randomness (a new pair per instance); the
+    // time and pid only add to them.
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() >> 1).max(1)
+}
+
+/// `PRAGMA quick_check` once at open: a damaged file is refused with what SQLite found.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(sql_err)?;
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| {
+            StoreError::Corrupt(format!(
+                "{} failed its integrity check: {e}",
+                path.display()
+            ))
+        })?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "{} failed its integrity check: {}",
+        path.display(),
+        found.join("; ")
+    )))
 }
 
 fn read_meta(conn: &Connection, name: &str) -> Result<Revision, StoreError> {
