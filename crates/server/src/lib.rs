@@ -1,7 +1,7 @@
 //! The control plane: `meshplane serve` and everything only it runs.
 //!
 //! ```text
-//!   serve ─▶ store::SqliteStore ─▶ rest::router + discovery::router ─▶ axum (API port)
+//!   serve ─▶ store::SqliteStore ─▶ rest::router + discovery::router ─▶ listener (API port)
 //!                    │ watch
 //!                    └────────▶ reconcile::Reconciler ─▶ translate ─▶ xds::SnapshotCache ─▶ ADS (xDS port)
 //!   xds events ─▶ observe (metrics, proxy status, DescribeVirtualNode status)
@@ -13,6 +13,7 @@
 
 pub mod data_dir;
 pub mod envoy_json;
+pub mod listener;
 pub mod observe;
 pub mod reconcile;
 pub mod serve;

@@ -57,6 +57,8 @@ pub struct ServeArgs {
     pub log: String,
     #[command(flatten)]
     pub quotas: QuotaArgs,
+    #[command(flatten)]
+    pub api_limits: crate::listener::ApiLimitArgs,
 }
 
 /// App Mesh's default quotas; raise them for large meshes.
@@ -126,10 +128,12 @@ struct OpsState {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing(&args.log);
     let api_config = args.api_config()?;
+    // Before the runtime and the store open anything.
+    let fd_limit = crate::listener::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(args, api_config))?;
+    rt.block_on(serve(args, api_config, fd_limit))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,7 +150,11 @@ fn init_tracing(filter: &str) {
         .try_init();
 }
 
-async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    api_config: ApiConfig,
+    fd_limit: crate::listener::FdLimit,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let sqlite = crate::data_dir::open_store(&args.data_dir, args.allow_empty_store)?;
@@ -200,11 +208,9 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
                 .with_state(ops),
         );
 
-    let api = tokio::net::TcpListener::bind(args.api_listen)
-        .await
+    let api = crate::listener::bind(args.api_listen)
         .with_context(|| format!("binding API listener {}", args.api_listen))?;
-    let xds_listener = tokio::net::TcpListener::bind(args.xds_listen)
-        .await
+    let xds_listener = crate::listener::bind(args.xds_listen)
         .with_context(|| format!("binding xDS listener {}", args.xds_listen))?;
     let api_addr = api.local_addr()?;
     let xds_addr = xds_listener.local_addr()?;
@@ -234,9 +240,7 @@ async fn serve(args: ServeArgs, api_config: ApiConfig) -> anyhow::Result<()> {
     announce(&format!("listening xds {xds_addr}"));
     tracing::info!(api = %api_addr, xds = %xds_addr, "meshplane serving");
 
-    axum::serve(api, app)
-        .with_graceful_shutdown(stopped())
-        .await?;
+    crate::listener::serve_api(api, app, args.api_limits.clone(), fd_limit, stopped()).await;
     xds.close_streams();
     reconcile_task.abort();
     prune_task.abort();

@@ -35,6 +35,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `meshplane serve` with a fresh data directory and waits for its addresses.
     pub async fn start() -> ControlPlane {
+        ControlPlane::start_with(&[]).await
+    }
+
+    /// As [`ControlPlane::start`], with extra `serve` flags (e.g. `["--api-max-connections", "100"]`).
+    pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("meshplane-e2e-cp-")
             .tempdir()
@@ -53,6 +58,7 @@ impl ControlPlane {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--log", "info,meshplane_server=debug"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -122,6 +128,11 @@ impl ControlPlane {
     /// `http://127.0.0.1:PORT`.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api)
+    }
+
+    /// The process id of `meshplane serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The ADS address Envoy connects to.
