@@ -73,7 +73,9 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod conn;
 mod delta;
+mod limits;
 mod resource;
 mod server;
 mod snapshot;
@@ -84,6 +86,11 @@ mod stream;
 pub mod testing;
 
 pub use cache::{NodeKey, SnapshotCache, SnapshotSource, SnapshotWatch, WatchError};
+pub use limits::{
+    LogLimiter, MAX_LOGGED_LEN, MAX_NACK_MESSAGE_LEN, MAX_NAMES_PER_TYPE, MAX_NODE_ID_LEN,
+    MAX_RESOURCE_NAME_LEN, MAX_VERSION_LEN, NACK_LOG_INTERVAL, TRUNCATED_MARKER, Untrusted,
+    truncate,
+};
 pub use resource::{
     CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, LISTENER_TYPE_URL, ROUTE_TYPE_URL, Resource, ResourceType,
     SECRET_TYPE_URL,

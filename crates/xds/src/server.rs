@@ -13,12 +13,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::cache::{NodeKey, SnapshotSource};
+use crate::conn::LimitedIncoming;
 use crate::status::{ProxyStatus, StatusRegistry, XdsEvent};
 use crate::stream::StreamCtx;
 use crate::{delta, sotw};
@@ -45,6 +45,20 @@ pub struct XdsServerConfig {
     /// Responses buffered per stream before the stream task waits for the
     /// proxy to read (back-pressure). 16.
     pub response_buffer: usize,
+    /// Most connections open at once on the xDS port; a connection past the cap is
+    /// closed as soon as it is accepted (one rate-limited WARN line says so). 20,000:
+    /// each Envoy holds one; the process needs a file descriptor for each.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: streams one connection may hold. Envoy
+    /// opens one ADS stream per connection; 128 leaves room for test and benchmark
+    /// clients that multiplex (the benchmark uses 100 per connection), and with
+    /// `max_connections` bounds the streams (tasks, status entries) a client can open.
+    pub max_streams_per_connection: u32,
+    /// How long a new connection may take to send the 24-byte HTTP/2 connection preface,
+    /// and a new stream its first request, before it is closed. 10 s: Envoy sends both
+    /// at once; a socket that stays silent would otherwise hold a connection slot forever
+    /// (HTTP/2 keepalive PINGs start only after the handshake).
+    pub handshake_timeout: Duration,
 }
 
 /// The ADS server. Cheap to clone; clones share streams, status and events.
@@ -89,6 +103,9 @@ impl Default for XdsServerConfig {
             max_encoding_message_size: 256 << 20,
             max_connection_age: None,
             response_buffer: 16,
+            max_connections: 20_000,
+            max_streams_per_connection: 128,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -133,12 +150,7 @@ impl XdsServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|s| {
-                // Small xDS requests (ACKs) must not wait for Nagle.
-                let _ = s.set_nodelay(true);
-            })
-        });
+        let incoming = LimitedIncoming::new(listener, &self.inner.config);
         let inner = self.inner.clone();
         let shutdown = async move {
             shutdown.await;
@@ -146,9 +158,15 @@ impl XdsServer {
             inner.shutdown.send_replace(true);
         };
         let config = &self.inner.config;
+        // HTTP/2 PINGs reap dead peers of established connections (TCP keepalive would
+        // add nothing: a connection that never finishes its handshake is closed after
+        // `handshake_timeout`). `max_concurrent_streams` is the per-connection stream
+        // bound; tonic's `concurrency_limit_per_connection` would not bound streaming
+        // calls (their handler returns at once).
         let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
-            .http2_keepalive_timeout(Some(config.keepalive_timeout));
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .max_concurrent_streams(Some(config.max_streams_per_connection));
         if let Some(age) = config.max_connection_age {
             builder = builder.max_connection_age(age);
         }
@@ -209,6 +227,7 @@ impl AdsService {
             id: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
             peer: req.remote_addr(),
             shutdown: self.inner.shutdown.subscribe(),
+            first_request_timeout: self.inner.config.handshake_timeout,
         }
     }
 }
