@@ -52,10 +52,14 @@ pub(crate) struct XdsConn {
 // === impl LimitedIncoming ===
 
 impl LimitedIncoming {
-    pub(crate) fn new(listener: TcpListener, config: &XdsServerConfig) -> LimitedIncoming {
+    pub(crate) fn new(
+        listener: TcpListener,
+        permits: Arc<Semaphore>,
+        config: &XdsServerConfig,
+    ) -> LimitedIncoming {
         LimitedIncoming {
             listener,
-            permits: Arc::new(Semaphore::new(config.max_connections)),
+            permits,
             max: config.max_connections,
             handshake_timeout: config.handshake_timeout,
             backoff: None,

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -84,6 +84,8 @@ struct Inner {
     config: XdsServerConfig,
     next_stream: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// One permit per open connection on the port `serve` listens on.
+    connections: Arc<Semaphore>,
 }
 
 /// The tonic service implementation; get it wrapped from [`XdsServer::service`].
@@ -124,9 +126,10 @@ impl XdsServer {
             inner: Arc::new(Inner {
                 source,
                 registry: Arc::new(StatusRegistry::default()),
-                config,
                 next_stream: AtomicU64::new(1),
                 shutdown: watch::Sender::new(false),
+                connections: Arc::new(Semaphore::new(config.max_connections)),
+                config,
             }),
         }
     }
@@ -150,7 +153,8 @@ impl XdsServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = LimitedIncoming::new(listener, &self.inner.config);
+        let incoming =
+            LimitedIncoming::new(listener, self.inner.connections.clone(), &self.inner.config);
         let inner = self.inner.clone();
         let shutdown = async move {
             shutdown.await;
@@ -174,6 +178,11 @@ impl XdsServer {
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
+    }
+
+    /// Connections open on the port [`serve`](Self::serve) listens on.
+    pub fn connections(&self) -> usize {
+        self.inner.config.max_connections - self.inner.connections.available_permits()
     }
 
     /// Status of every connected stream (copied; a few allocations per stream).
