@@ -35,6 +35,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `meshplane serve` with a fresh data directory and waits for its addresses.
     pub async fn start() -> ControlPlane {
+        ControlPlane::start_with(&[]).await
+    }
+
+    /// As [`start`](Self::start), with extra `meshplane serve` flags (e.g. limits).
+    pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("meshplane-e2e-cp-")
             .tempdir()
@@ -53,6 +58,7 @@ impl ControlPlane {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--log", "info,meshplane_server=debug"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -127,6 +133,11 @@ impl ControlPlane {
     /// The ADS address Envoy connects to.
     pub fn xds_addr(&self) -> SocketAddr {
         self.xds
+    }
+
+    /// The process id of `meshplane serve` (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The control plane's log (stderr) so far.
