@@ -61,6 +61,11 @@
 //!   subscription changes. The node is read from the first request only.
 //! - **Unknown nodes** wait with an open stream; a removed node's proxies keep
 //!   their last config.
+//! - **Limits** ([`MAX_NODE_ID_LEN`], [`MAX_NAMES_PER_TYPE`], ...): past one, the
+//!   stream ends with `INVALID_ARGUMENT` naming it; so does a request that does not
+//!   decode. NACK text is kept bounded and logged once per node per
+//!   [`NACK_LOG_INTERVAL`]; client strings are logged through [`Untrusted`].
+//!   [`XdsServerConfig::max_connections`] caps the connections of [`XdsServer::serve`].
 //!
 //! Architecture invariants:
 //! - One task per stream and one writer per stream: responses leave in the
