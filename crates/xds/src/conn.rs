@@ -1,10 +1,12 @@
 //! The xDS port's accept loop: a cap on open connections, a deadline for the HTTP/2
-//! preface, and a pause instead of a spin when `accept` fails (out of file descriptors).
+//! preface, an idle timeout for connections without a stream, and a pause instead of a
+//! spin when `accept` fails (out of file descriptors).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ pub(crate) struct LimitedIncoming {
     permits: Arc<Semaphore>,
     max: usize,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
     backoff: Option<Pin<Box<Sleep>>>,
     full_log: LogLimiter,
     error_log: LogLimiter,
@@ -47,7 +50,29 @@ pub(crate) struct XdsConn {
     read: usize,
     /// Running until the preface is complete.
     deadline: Option<Pin<Box<Sleep>>>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    /// Running while the connection has no stream, with the `opened` count it started at.
+    idle: Option<(Pin<Box<Sleep>>, u64)>,
 }
+
+/// What the ADS service sees of the connection a stream arrived on (tonic puts it in
+/// every request's extensions).
+#[derive(Clone)]
+pub(crate) struct XdsConnInfo {
+    pub(crate) tcp: TcpConnectInfo,
+    pub(crate) activity: Arc<Activity>,
+}
+
+/// Streams of one connection, counted by the streams themselves.
+#[derive(Default)]
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    opened: AtomicU64,
+}
+
+/// A stream's place in its connection's [`Activity`]; leaves it on drop.
+pub(crate) struct StreamGuard(Arc<Activity>);
 
 // === impl LimitedIncoming ===
 
@@ -62,6 +87,7 @@ impl LimitedIncoming {
             permits,
             max: config.max_connections,
             handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
             backoff: None,
             full_log: LogLimiter::new(LOG_INTERVAL),
             error_log: LogLimiter::new(LOG_INTERVAL),
@@ -100,6 +126,9 @@ impl Stream for LimitedIncoming {
                         _permit: permit,
                         read: 0,
                         deadline: Some(deadline),
+                        activity: Arc::default(),
+                        idle_timeout: this.idle_timeout,
+                        idle: None,
                     })));
                 }
                 Err(error) => {
@@ -144,10 +173,36 @@ impl AsyncRead for XdsConn {
                         "no http/2 preface within the handshake timeout",
                     )));
                 }
+                if this.idle_expired(cx) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no ads stream within the idle timeout",
+                    )));
+                }
                 Poll::Pending
             }
             other => other,
         }
+    }
+}
+
+impl XdsConn {
+    /// Whether the connection has had no stream for the idle timeout. Polled whenever a
+    /// read pends: hyper keeps a read pending on every connection, and a stream ending
+    /// wakes the connection task (it writes the stream's end), so the timer starts then.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let opened = self.activity.opened.load(Ordering::Acquire);
+        if self.activity.open.load(Ordering::Acquire) > 0 {
+            self.idle = None;
+            return false;
+        }
+        // (Re)start the timer if a stream came and went since it started.
+        if self.idle.as_ref().is_none_or(|(_, at)| *at != opened) {
+            self.idle = Some((Box::pin(tokio::time::sleep(self.idle_timeout)), opened));
+        }
+        self.idle
+            .as_mut()
+            .is_some_and(|(t, _)| t.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -182,9 +237,29 @@ impl AsyncWrite for XdsConn {
 }
 
 impl Connected for XdsConn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = XdsConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.io.connect_info()
+    fn connect_info(&self) -> XdsConnInfo {
+        XdsConnInfo {
+            tcp: self.io.connect_info(),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+// === impl Activity ===
+
+impl Activity {
+    /// Counts a new stream until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> StreamGuard {
+        self.opened.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::cache::{NodeKey, SnapshotSource};
-use crate::conn::LimitedIncoming;
+use crate::conn::{LimitedIncoming, XdsConnInfo};
 use crate::status::{ProxyStatus, StatusRegistry, XdsEvent};
 use crate::stream::StreamCtx;
 use crate::{delta, sotw};
@@ -59,6 +59,10 @@ pub struct XdsServerConfig {
     /// at once; a socket that stays silent would otherwise hold a connection slot forever
     /// (HTTP/2 keepalive PINGs start only after the handshake).
     pub handshake_timeout: Duration,
+    /// How long a connection may stay open without an ADS stream before it is closed.
+    /// 5 min: an Envoy holds its stream for the connection's life; a client that
+    /// connected and opened nothing (or whose streams all ended) only holds a slot.
+    pub idle_timeout: Duration,
 }
 
 /// The ADS server. Cheap to clone; clones share streams, status and events.
@@ -108,6 +112,7 @@ impl Default for XdsServerConfig {
             max_connections: 20_000,
             max_streams_per_connection: 128,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -230,11 +235,17 @@ impl std::fmt::Debug for XdsServer {
 
 impl AdsService {
     fn ctx<T>(&self, req: &Request<T>) -> StreamCtx {
+        // Connections accepted by `serve` carry their `XdsConnInfo`; an embedded service
+        // (tests over a duplex, another tonic server) may have only the TCP peer.
+        let conn = req.extensions().get::<XdsConnInfo>();
         StreamCtx {
             source: self.inner.source.clone(),
             registry: self.inner.registry.clone(),
             id: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
-            peer: req.remote_addr(),
+            peer: conn
+                .and_then(|c| c.tcp.remote_addr())
+                .or_else(|| req.remote_addr()),
+            _conn: conn.map(|c| c.activity.enter()),
             shutdown: self.inner.shutdown.subscribe(),
             first_request_timeout: self.inner.config.handshake_timeout,
         }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
 use crate::cache::{NodeKey, SnapshotSource, SnapshotWatch};
+use crate::conn::StreamGuard;
 use crate::limits::Untrusted;
 use crate::resource::Resource;
 use crate::snapshot::Snapshot;
@@ -26,6 +27,8 @@ pub(crate) struct StreamCtx {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// How long the stream may take to send its first request.
     pub(crate) first_request_timeout: Duration,
+    /// Counts the stream in its connection's activity (idle timeout) while it lives.
+    pub(crate) _conn: Option<StreamGuard>,
 }
 
 /// The response channel closed (the proxy went away); the task ends.

@@ -313,7 +313,51 @@ async fn connections_past_the_cap_are_closed_and_slots_are_reused() {
     assert_eq!(type_of(&c.recv().await.type_url), CDS);
 }
 
+#[tokio::test]
+async fn connections_without_a_stream_are_closed_after_the_idle_timeout() {
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a"], "one")));
+    let config = XdsServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..XdsServerConfig::default()
+    };
+    let srv = TestServer::start_with_config(Arc::new(cache.clone()), config).await;
+
+    // HTTP/2 handshake done, no stream ever opened.
+    let _channel = tonic::transport::Endpoint::from_shared(format!("http://{}", srv.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    wait_connections(&srv.server, 1).await;
+    wait_connections(&srv.server, 0).await;
+
+    // A connection with a stream stays open past the idle timeout; it goes once the
+    // stream has ended.
+    let mut c = srv.sotw(NODE).await;
+    c.subscribe(CDS, &[], "");
+    c.recv().await;
+    c.expect_silence(Duration::from_millis(900)).await;
+    assert_eq!(srv.server.connections(), 1);
+    assert_eq!(srv.server.status().len(), 1);
+    drop(c);
+    wait_connections(&srv.server, 0).await;
+}
+
 // --- helpers ---
+
+/// Polls until the server has `n` open connections (5 s max).
+async fn wait_connections(server: &meshplane_xds::XdsServer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.connections() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections, expected {n}",
+            server.connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// Whether the server closed `s` within `within` (EOF or reset); data is skipped.
 async fn is_closed(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
