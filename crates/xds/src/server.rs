@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::cache::{NodeKey, SnapshotSource};
 use crate::conn::{LimitedIncoming, XdsConnInfo};
+use crate::limits::LogLimiter;
 use crate::status::{ProxyStatus, StatusRegistry, XdsEvent};
 use crate::stream::StreamCtx;
 use crate::{delta, sotw};
@@ -63,6 +64,11 @@ pub struct XdsServerConfig {
     /// 5 min: an Envoy holds its stream for the connection's life; a client that
     /// connected and opened nothing (or whose streams all ended) only holds a slot.
     pub idle_timeout: Duration,
+    /// Most ADS streams open at once over all connections; a stream past it is refused
+    /// with `RESOURCE_EXHAUSTED` (Envoy retries with back-off). 100,000: five times the
+    /// default connection cap (Envoy holds one stream per connection), while
+    /// `max_connections` x `max_streams_per_connection` alone would allow 2.5 million.
+    pub max_streams: usize,
 }
 
 /// The ADS server. Cheap to clone; clones share streams, status and events.
@@ -90,6 +96,10 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// One permit per open connection on the port `serve` listens on.
     connections: Arc<Semaphore>,
+    /// One permit per open stream.
+    streams: Arc<Semaphore>,
+    /// Streams refused for `max_streams` are logged at most once per 10 s.
+    streams_full_log: LogLimiter,
 }
 
 /// The tonic service implementation; get it wrapped from [`XdsServer::service`].
@@ -113,6 +123,7 @@ impl Default for XdsServerConfig {
             max_streams_per_connection: 128,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            max_streams: 100_000,
         }
     }
 }
@@ -134,6 +145,8 @@ impl XdsServer {
                 next_stream: AtomicU64::new(1),
                 shutdown: watch::Sender::new(false),
                 connections: Arc::new(Semaphore::new(config.max_connections)),
+                streams: Arc::new(Semaphore::new(config.max_streams)),
+                streams_full_log: LogLimiter::new(Duration::from_secs(10)),
                 config,
             }),
         }
@@ -190,6 +203,11 @@ impl XdsServer {
         self.inner.config.max_connections - self.inner.connections.available_permits()
     }
 
+    /// ADS streams open (including ones still before their first request).
+    pub fn streams(&self) -> usize {
+        self.inner.config.max_streams - self.inner.streams.available_permits()
+    }
+
     /// Status of every connected stream (copied; a few allocations per stream).
     pub fn status(&self) -> Vec<ProxyStatus> {
         self.inner.registry.status()
@@ -234,11 +252,24 @@ impl std::fmt::Debug for XdsServer {
 // === impl AdsService ===
 
 impl AdsService {
-    fn ctx<T>(&self, req: &Request<T>) -> StreamCtx {
+    fn ctx<T>(&self, req: &Request<T>) -> Result<StreamCtx, Status> {
+        let Ok(permit) = self.inner.streams.clone().try_acquire_owned() else {
+            let limit = self.inner.config.max_streams;
+            if let Some(skipped) = self.inner.streams_full_log.permit() {
+                tracing::warn!(
+                    limit,
+                    refused_since_last_log = skipped,
+                    "ads stream limit reached, refusing new streams"
+                );
+            }
+            return Err(Status::resource_exhausted(format!(
+                "too many ads streams on this server (the limit is {limit})"
+            )));
+        };
         // Connections accepted by `serve` carry their `XdsConnInfo`; an embedded service
         // (tests over a duplex, another tonic server) may have only the TCP peer.
         let conn = req.extensions().get::<XdsConnInfo>();
-        StreamCtx {
+        Ok(StreamCtx {
             source: self.inner.source.clone(),
             registry: self.inner.registry.clone(),
             id: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
@@ -248,7 +279,8 @@ impl AdsService {
             _conn: conn.map(|c| c.activity.enter()),
             shutdown: self.inner.shutdown.subscribe(),
             first_request_timeout: self.inner.config.handshake_timeout,
-        }
+            _permit: permit,
+        })
     }
 }
 
@@ -261,7 +293,7 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let ctx = self.ctx(&request);
+        let ctx = self.ctx(&request)?;
         let span = tracing::debug_span!("ads", stream = ctx.id, flavor = "sotw");
         let (tx, rx) = mpsc::channel(self.inner.config.response_buffer);
         tokio::spawn(sotw::run(ctx, request.into_inner(), tx).instrument(span));
@@ -272,7 +304,7 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let ctx = self.ctx(&request);
+        let ctx = self.ctx(&request)?;
         let span = tracing::debug_span!("ads", stream = ctx.id, flavor = "delta");
         let (tx, rx) = mpsc::channel(self.inner.config.response_buffer);
         tokio::spawn(delta::run(ctx, request.into_inner(), tx).instrument(span));

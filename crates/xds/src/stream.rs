@@ -29,6 +29,8 @@ pub(crate) struct StreamCtx {
     pub(crate) first_request_timeout: Duration,
     /// Counts the stream in its connection's activity (idle timeout) while it lives.
     pub(crate) _conn: Option<StreamGuard>,
+    /// The stream's place under [`XdsServerConfig::max_streams`](crate::XdsServerConfig::max_streams).
+    pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The response channel closed (the proxy went away); the task ends.

@@ -344,6 +344,37 @@ async fn connections_without_a_stream_are_closed_after_the_idle_timeout() {
     wait_connections(&srv.server, 0).await;
 }
 
+#[tokio::test]
+async fn streams_past_the_stream_cap_are_refused_until_one_ends() {
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a"], "one")));
+    let config = XdsServerConfig {
+        max_streams: 3,
+        ..XdsServerConfig::default()
+    };
+    let srv = TestServer::start_with_config(Arc::new(cache.clone()), config).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = srv.sotw(NODE).await;
+        c.subscribe(CDS, &[], "");
+        c.recv().await;
+        held.push(c);
+    }
+    let refused = raw_stream_status(srv.addr, SOTW_PATH, Vec::new()).await;
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("the limit is 3"), "{refused:?}");
+    assert_eq!(srv.server.streams(), 3);
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while srv.server.streams() > 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = srv.sotw(NODE).await;
+    c.subscribe(CDS, &[], "");
+    assert_eq!(type_of(&c.recv().await.type_url), CDS);
+}
+
 // --- helpers ---
 
 /// Polls until the server has `n` open connections (5 s max).
