@@ -2,7 +2,7 @@
 //! members added to a virtual node's API status (connected proxies, rejected config,
 //! translation diagnostics).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshplane_model::{NodeId, ProxyKind, ResourceId, ResourceKind};
@@ -31,7 +31,12 @@ struct TypeLabels {
 
 /// Prometheus metrics fed from the xDS server's event stream.
 pub struct XdsMetrics {
+    /// One series per node id and flavour with a connected stream; the series is removed
+    /// with the last such stream, so node ids that came and went leave nothing behind.
     connected: Family<ProxyLabels, Gauge>,
+    /// Serialises changes of `connected`, so a connect cannot land between a disconnect's
+    /// decrement to zero and its removal of the series.
+    connected_lock: Mutex<()>,
     pushes: Family<TypeLabels, Counter>,
     bytes: Family<TypeLabels, Counter>,
     acks: Family<TypeLabels, Counter>,
@@ -44,6 +49,7 @@ impl XdsMetrics {
     pub fn register(reg: &mut Registry) -> Arc<XdsMetrics> {
         let m = XdsMetrics {
             connected: Family::default(),
+            connected_lock: Mutex::new(()),
             pushes: Family::default(),
             bytes: Family::default(),
             acks: Family::default(),
@@ -98,20 +104,29 @@ impl XdsEventObserver for XdsMetrics {
         };
         match ev {
             XdsEvent::Connected(s) => {
-                self.connected
-                    .get_or_create(&ProxyLabels {
-                        node: s.node_id.to_string(),
-                        flavor: flavor(s.flavor),
-                    })
-                    .inc();
+                let labels = ProxyLabels {
+                    node: s.node_id.to_string(),
+                    flavor: flavor(s.flavor),
+                };
+                let _guard = self
+                    .connected_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                self.connected.get_or_create(&labels).inc();
             }
             XdsEvent::Disconnected(s) => {
-                self.connected
-                    .get_or_create(&ProxyLabels {
-                        node: s.node_id.to_string(),
-                        flavor: flavor(s.flavor),
-                    })
-                    .dec();
+                let labels = ProxyLabels {
+                    node: s.node_id.to_string(),
+                    flavor: flavor(s.flavor),
+                };
+                let _guard = self
+                    .connected_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // `dec` returns the value before the decrement.
+                if self.connected.get_or_create(&labels).dec() <= 1 {
+                    self.connected.remove(&labels);
+                }
             }
             XdsEvent::Sent { ty, bytes, .. } => {
                 let l = TypeLabels {
@@ -247,5 +262,60 @@ impl StatusExtension for ProxyStatusExtension {
             out.insert("diagnostics".into(), Value::Array(d));
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use meshplane_xds::{StreamInfo, XdsFlavor};
+
+    use super::*;
+
+    fn info(id: u64, node: &str) -> Arc<StreamInfo> {
+        Arc::new(StreamInfo {
+            id,
+            node_id: node.into(),
+            node_key: None,
+            flavor: XdsFlavor::Sotw,
+            peer: None,
+            connected_at: SystemTime::now(),
+        })
+    }
+
+    fn encode(reg: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, reg).unwrap();
+        out
+    }
+
+    /// A node's `connected_proxies` series goes with its last stream, not before.
+    #[test]
+    fn connected_series_is_removed_with_the_last_stream() {
+        let mut reg = Registry::default();
+        let m = XdsMetrics::register(&mut reg);
+        let baseline = encode(&reg);
+        let (a, b) = (
+            info(1, "mesh/m/virtualNode/a"),
+            info(2, "mesh/m/virtualNode/a"),
+        );
+        m.observe(&XdsEvent::Connected(a.clone()));
+        m.observe(&XdsEvent::Connected(b.clone()));
+        m.observe(&XdsEvent::Disconnected(a));
+        let one_left = encode(&reg);
+        assert!(
+            one_left.contains(
+                r#"meshplane_xds_connected_proxies{node="mesh/m/virtualNode/a",flavor="sotw"} 1"#
+            ),
+            "{one_left}"
+        );
+        m.observe(&XdsEvent::Disconnected(b));
+        for i in 0..1000 {
+            let s = info(10 + i, &format!("mesh/m/virtualNode/made-up-{i}"));
+            m.observe(&XdsEvent::Connected(s.clone()));
+            m.observe(&XdsEvent::Disconnected(s));
+        }
+        assert_eq!(encode(&reg), baseline);
     }
 }

@@ -20,7 +20,7 @@ use axum::routing::get;
 use meshplane_rest::{ApiConfig, ApiMetrics, MeshService, Quotas};
 use meshplane_store::Store;
 use meshplane_translate::TranslateOptions;
-use meshplane_xds::{SnapshotCache, XdsServer};
+use meshplane_xds::{SnapshotCache, XdsServer, XdsServerConfig};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// Address of the xDS (ADS) gRPC server for Envoy (port 0 picks a free port).
     #[arg(long, env = "MESHPLANE_XDS_LISTEN", default_value = "127.0.0.1:7081")]
     pub xds_listen: SocketAddr,
+    /// Most connections open at once on the xDS port (one per Envoy); connections past it
+    /// are closed as soon as they are accepted, with one WARN line per 10 s.
+    #[arg(long, env = "MESHPLANE_XDS_MAX_CONNECTIONS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub xds_max_connections: u32,
     /// Region written into ARNs.
     #[arg(long, env = "MESHPLANE_REGION", default_value = "us-east-1")]
     pub region: String,
@@ -167,7 +172,13 @@ async fn serve(
 
     // xDS: the reconciler fills the snapshot cache; the server streams it to Envoy.
     let cache = SnapshotCache::new();
-    let xds = XdsServer::new(Arc::new(cache.clone()));
+    let xds = XdsServer::with_config(
+        Arc::new(cache.clone()),
+        XdsServerConfig {
+            max_connections: args.xds_max_connections as usize,
+            ..XdsServerConfig::default()
+        },
+    );
     let reconciler = Reconciler::new(store.clone(), cache, TranslateOptions::default());
     let state = reconciler.state();
 

@@ -60,7 +60,18 @@ pub struct SnapshotCache {
     nodes: Arc<RwLock<NodeMap>>,
 }
 
-type NodeMap = HashMap<NodeKey, watch::Sender<Option<Arc<Snapshot>>>>;
+/// Entries left by streams of unknown nodes are dropped when a new entry would take the
+/// map past `prune_at`, which is then set to twice what remains (at least
+/// [`PRUNE_MIN`]): amortised O(1), and the map never holds more than about twice the
+/// nodes that have a snapshot or a watcher, however many made-up node ids connected.
+#[derive(Default)]
+struct NodeMap {
+    map: HashMap<NodeKey, watch::Sender<Option<Arc<Snapshot>>>>,
+    prune_at: usize,
+}
+
+/// Smallest size at which [`NodeMap`] prunes itself.
+const PRUNE_MIN: usize = 1024;
 
 // === impl NodeKey ===
 
@@ -125,12 +136,12 @@ impl SnapshotCache {
     /// because versions are content hashes.
     pub fn set(&self, node: impl Into<NodeKey>, snapshot: Arc<Snapshot>) {
         let node = node.into();
-        if let Some(tx) = self.read().get(&node) {
+        if let Some(tx) = self.read().map.get(&node) {
             tx.send_if_modified(|cur| replace_if_new(cur, &snapshot));
             return;
         }
         let mut map = self.write();
-        let tx = map.entry(node).or_insert_with(|| watch::Sender::new(None));
+        let tx = map.entry(node);
         tx.send_if_modified(|cur| replace_if_new(cur, &snapshot));
     }
 
@@ -140,22 +151,23 @@ impl SnapshotCache {
     /// while streams still watch it, so a later `set` reaches them.
     pub fn remove(&self, node: &NodeKey) {
         let mut map = self.write();
-        if let Some(tx) = map.get(node) {
+        if let Some(tx) = map.map.get(node) {
             tx.send_replace(None);
             if tx.receiver_count() == 0 {
-                map.remove(node);
+                map.map.remove(node);
             }
         }
     }
 
     /// The node's current snapshot, if any.
     pub fn get(&self, node: &NodeKey) -> Option<Arc<Snapshot>> {
-        self.read().get(node).and_then(|tx| tx.borrow().clone())
+        self.read().map.get(node).and_then(|tx| tx.borrow().clone())
     }
 
     /// Number of nodes with a snapshot.
     pub fn len(&self) -> usize {
         self.read()
+            .map
             .values()
             .filter(|tx| tx.borrow().is_some())
             .count()
@@ -168,26 +180,30 @@ impl SnapshotCache {
 
     /// Number of streams currently watching the node.
     pub fn watchers(&self, node: &NodeKey) -> usize {
-        self.read().get(node).map_or(0, |tx| tx.receiver_count())
+        self.read()
+            .map
+            .get(node)
+            .map_or(0, |tx| tx.receiver_count())
     }
 
     /// Drops entries that have no snapshot and no watcher (left behind by
     /// proxies of unknown nodes that disconnected). Cheap; the runtime may call
     /// it on its resync timer.
     pub fn prune(&self) {
-        self.write()
-            .retain(|_, tx| tx.borrow().is_some() || tx.receiver_count() > 0);
+        self.write().prune();
+    }
+
+    /// Number of entries, with or without a snapshot or watcher (for tests of the bound).
+    pub fn entries(&self) -> usize {
+        self.read().map.len()
     }
 
     /// Subscribes by key (what [`SnapshotSource::watch`] does after parsing).
     pub fn watch_key(&self, node: NodeKey) -> SnapshotWatch {
-        if let Some(tx) = self.read().get(&node) {
+        if let Some(tx) = self.read().map.get(&node) {
             return tx.subscribe();
         }
-        self.write()
-            .entry(node)
-            .or_insert_with(|| watch::Sender::new(None))
-            .subscribe()
+        self.write().entry(node).subscribe()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, NodeMap> {
@@ -197,6 +213,26 @@ impl SnapshotCache {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, NodeMap> {
         self.nodes.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+// === impl NodeMap ===
+
+impl NodeMap {
+    /// The node's sender, created (after pruning if the map is at its bound) if missing.
+    fn entry(&mut self, node: NodeKey) -> &watch::Sender<Option<Arc<Snapshot>>> {
+        if !self.map.contains_key(&node) && self.map.len() >= self.prune_at.max(PRUNE_MIN) {
+            self.prune();
+        }
+        self.map
+            .entry(node)
+            .or_insert_with(|| watch::Sender::new(None))
+    }
+
+    fn prune(&mut self) {
+        self.map
+            .retain(|_, tx| tx.borrow().is_some() || tx.receiver_count() > 0);
+        self.prune_at = (2 * self.map.len()).max(PRUNE_MIN);
     }
 }
 
@@ -217,7 +253,7 @@ impl SnapshotSource for SnapshotCache {
 impl fmt::Debug for SnapshotCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SnapshotCache")
-            .field("nodes", &self.read().len())
+            .field("nodes", &self.read().map.len())
             .finish()
     }
 }
@@ -278,5 +314,32 @@ mod tests {
         cache.prune();
         assert_eq!(cache.watchers(&key), 0);
         assert!(cache.is_empty());
+    }
+
+    /// Streams of made-up node ids that came and went leave a bounded number of entries.
+    #[test]
+    fn entries_of_unknown_nodes_do_not_accumulate() {
+        let cache = SnapshotCache::new();
+        let known = NodeKey::parse("mesh/m/virtualNode/known").unwrap();
+        cache.set(known.clone(), Arc::new(Snapshot::empty()));
+        let live = cache.watch("mesh/m/virtualNode/live").unwrap();
+        for i in 0..10_000 {
+            drop(
+                cache
+                    .watch(&format!("mesh/m/virtualNode/made-up-{i}"))
+                    .unwrap(),
+            );
+        }
+        assert!(cache.entries() <= PRUNE_MIN, "{} entries", cache.entries());
+        assert!(
+            cache.get(&known).is_some(),
+            "a node with a snapshot is kept"
+        );
+        assert_eq!(
+            cache.watchers(&NodeKey::parse("mesh/m/virtualNode/live").unwrap()),
+            1,
+            "a watched node is kept"
+        );
+        drop(live);
     }
 }

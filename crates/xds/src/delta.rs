@@ -42,10 +42,13 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::limits::{MAX_NACK_MESSAGE_LEN, MAX_VERSION_LEN, Untrusted, check_names, truncate};
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::Snapshot;
 use crate::status::{Nack, StreamStatus, XdsFlavor};
-use crate::stream::{Closed, NodeWatch, StreamCtx, control_plane, empty_cla, nonce};
+use crate::stream::{
+    Closed, NodeWatch, StreamCtx, control_plane, empty_cla, first_request, nonce, request_error,
+};
 
 type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
@@ -99,16 +102,8 @@ pub(crate) async fn run(
     mut requests: Streaming<DeltaDiscoveryRequest>,
     tx: Tx,
 ) {
-    let first = tokio::select! {
-        _ = ctx.shutdown.changed() => return,
-        msg = requests.message() => match msg {
-            Ok(Some(req)) => req,
-            Ok(None) => return,
-            Err(error) => {
-                debug!(stream = ctx.id, %error, "stream failed before first request");
-                return;
-            }
-        },
+    let Some(first) = first_request(&mut ctx, &mut requests, &tx).await else {
+        return;
     };
     let Some((mut watch, status)) = ctx
         .handshake(first.node.as_ref(), XdsFlavor::Delta, &tx)
@@ -117,14 +112,17 @@ pub(crate) async fn run(
         return;
     };
     let node = status.info().node_id.clone();
-    debug!(stream = ctx.id, node = %node, known = watch.current.is_some(), "delta stream opened");
+    debug!(stream = ctx.id, node = %Untrusted(&node), known = watch.current.is_some(), "delta stream opened");
 
     let mut s = DeltaStream {
         status,
         types: Default::default(),
         nonce: 0,
     };
-    s.on_request(first);
+    if let Err(status) = s.on_request(first) {
+        let _ = tx.try_send(Err(status));
+        return;
+    }
     if s.flush(&watch, &tx).await.is_err() {
         return;
     }
@@ -132,15 +130,19 @@ pub(crate) async fn run(
         tokio::select! {
             _ = ctx.shutdown.changed() => break,
             msg = requests.message() => match msg {
-                Ok(Some(req)) => s.on_request(req),
+                Ok(Some(req)) => if let Err(status) = s.on_request(req) {
+                    debug!(stream = ctx.id, node = %Untrusted(&node), %status, "request refused");
+                    let _ = tx.try_send(Err(status));
+                    break;
+                },
                 Ok(None) => {
-                    debug!(stream = ctx.id, node = %node, "proxy closed the stream");
+                    debug!(stream = ctx.id, node = %Untrusted(&node), "proxy closed the stream");
                     break;
                 }
                 Err(error) => {
-                    debug!(stream = ctx.id, node = %node, %error, "stream failed");
-                    // Tell the proxy why (e.g. a request over the size limit).
-                    let _ = tx.try_send(Err(error));
+                    debug!(stream = ctx.id, node = %Untrusted(&node), %error, "stream failed");
+                    // Tell the proxy why (a malformed request, one over the size limit).
+                    let _ = tx.try_send(Err(request_error(error)));
                     break;
                 }
             },
@@ -159,11 +161,39 @@ impl DeltaStream {
         &self.status.info().node_id
     }
 
-    fn on_request(&mut self, req: DeltaDiscoveryRequest) {
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
-            debug!(node = %self.node(), type_url = %req.type_url, "ignoring request for unserved type");
-            return;
+            debug!(node = %Untrusted(self.node()), type_url = %Untrusted(&req.type_url), "ignoring request for unserved type");
+            return Ok(());
         };
+        // Subscriptions accumulate over requests: bound what the stream keeps.
+        {
+            let t = &self.types[ty as usize];
+            let initial = if t.subscribed {
+                0
+            } else {
+                req.initial_resource_versions.len()
+            };
+            let total = t.names.len() + req.resource_names_subscribe.len() + initial;
+            check_names(
+                ty,
+                req.resource_names_subscribe
+                    .iter()
+                    .chain(req.initial_resource_versions.keys())
+                    .map(String::as_str),
+                total,
+            )?;
+            if let Some(v) = req
+                .initial_resource_versions
+                .values()
+                .find(|v| v.len() > MAX_VERSION_LEN)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{ty} initial resource version is {} bytes, the limit is {MAX_VERSION_LEN} bytes",
+                    v.len()
+                )));
+            }
+        }
         if !req.response_nonce.is_empty() {
             self.on_ack_or_nack(ty, &req);
         }
@@ -207,13 +237,14 @@ impl DeltaStream {
                 t.force.remove(name.as_str());
             }
         }
+        Ok(())
     }
 
     fn on_ack_or_nack(&mut self, ty: ResourceType, req: &DeltaDiscoveryRequest) {
         let node: Arc<str> = self.status.info().node_id.clone();
         let t = &mut self.types[ty as usize];
         let Some(pos) = t.pending.iter().position(|p| p.nonce == req.response_nonce) else {
-            debug!(node = %node, %ty, nonce = %req.response_nonce, "ignoring ack/nack of unknown nonce");
+            debug!(node = %Untrusted(&node), %ty, nonce = %Untrusted(&req.response_nonce), "ignoring ack/nack of unknown nonce");
             return;
         };
         // Responses are ACKed in order; older unanswered ones are superseded.
@@ -230,7 +261,7 @@ impl DeltaStream {
                         None => t.acked.remove(name),
                     };
                 }
-                debug!(node = %node, %ty, version = %p.version, "ack");
+                debug!(node = %Untrusted(&node), %ty, version = %p.version, "ack");
                 self.status
                     .acked(ty, &p.version, &p.nonce, p.at, p.snapshot_created_at);
             }
@@ -248,15 +279,17 @@ impl DeltaStream {
                 }
                 t.rejected_at = Some(p.version.as_str().into());
                 t.synced = None;
-                warn!(
-                    node = %node, type_url = %ty.type_url(), version = %p.version,
-                    reason = %err.message, "nack"
-                );
+                if let Some(skipped) = self.status.nack_log_permit() {
+                    warn!(
+                        node = %Untrusted(&node), type_url = %ty.type_url(), version = %p.version,
+                        reason = %Untrusted(&err.message), nacks_not_logged = skipped, "nack"
+                    );
+                }
                 let nack = Nack {
                     version: p.version.clone(),
                     nonce: p.nonce.clone(),
                     code: err.code,
-                    message: err.message.clone(),
+                    message: truncate(&err.message, MAX_NACK_MESSAGE_LEN),
                     at: SystemTime::now(),
                 };
                 let names = p.changes.iter().map(|(n, _)| n.to_string()).collect();
@@ -410,7 +443,7 @@ impl DeltaStream {
         };
         tx.send(Ok(response)).await.map_err(|_| Closed)?;
         debug!(
-            node = %self.node(), %ty, %version, %nonce, resources = diff.updates.len(),
+            node = %Untrusted(self.node()), %ty, %version, %nonce, resources = diff.updates.len(),
             removed = diff.removals.len(), bytes, "sent"
         );
         self.status.sent(

@@ -61,6 +61,11 @@
 //!   subscription changes. The node is read from the first request only.
 //! - **Unknown nodes** wait with an open stream; a removed node's proxies keep
 //!   their last config.
+//! - **Limits** ([`MAX_NODE_ID_LEN`], [`MAX_NAMES_PER_TYPE`], ...): past one, the
+//!   stream ends with `INVALID_ARGUMENT` naming it; so does a request that does not
+//!   decode. NACK text is kept bounded and logged once per node per
+//!   [`NACK_LOG_INTERVAL`]; client strings are logged through [`Untrusted`].
+//!   [`XdsServerConfig::max_connections`] caps the connections of [`XdsServer::serve`].
 //!
 //! Architecture invariants:
 //! - One task per stream and one writer per stream: responses leave in the
@@ -73,7 +78,9 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod conn;
 mod delta;
+mod limits;
 mod resource;
 mod server;
 mod snapshot;
@@ -84,6 +91,11 @@ mod stream;
 pub mod testing;
 
 pub use cache::{NodeKey, SnapshotCache, SnapshotSource, SnapshotWatch, WatchError};
+pub use limits::{
+    LogLimiter, MAX_LOGGED_LEN, MAX_NACK_MESSAGE_LEN, MAX_NAMES_PER_TYPE, MAX_NODE_ID_LEN,
+    MAX_RESOURCE_NAME_LEN, MAX_VERSION_LEN, NACK_LOG_INTERVAL, TRUNCATED_MARKER, Untrusted,
+    truncate,
+};
 pub use resource::{
     CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, LISTENER_TYPE_URL, ROUTE_TYPE_URL, Resource, ResourceType,
     SECRET_TYPE_URL,

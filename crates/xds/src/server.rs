@@ -12,13 +12,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::cache::{NodeKey, SnapshotSource};
+use crate::conn::{LimitedIncoming, XdsConnInfo};
+use crate::limits::LogLimiter;
 use crate::status::{ProxyStatus, StatusRegistry, XdsEvent};
 use crate::stream::StreamCtx;
 use crate::{delta, sotw};
@@ -45,6 +46,29 @@ pub struct XdsServerConfig {
     /// Responses buffered per stream before the stream task waits for the
     /// proxy to read (back-pressure). 16.
     pub response_buffer: usize,
+    /// Most connections open at once on the xDS port; a connection past the cap is
+    /// closed as soon as it is accepted (one rate-limited WARN line says so). 20,000:
+    /// each Envoy holds one; the process needs a file descriptor for each.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: streams one connection may hold. Envoy
+    /// opens one ADS stream per connection; 128 leaves room for test and benchmark
+    /// clients that multiplex (the benchmark uses 100 per connection), and with
+    /// `max_connections` bounds the streams (tasks, status entries) a client can open.
+    pub max_streams_per_connection: u32,
+    /// How long a new connection may take to send the 24-byte HTTP/2 connection preface,
+    /// and a new stream its first request, before it is closed. 10 s: Envoy sends both
+    /// at once; a socket that stays silent would otherwise hold a connection slot forever
+    /// (HTTP/2 keepalive PINGs start only after the handshake).
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay open without an ADS stream before it is closed.
+    /// 5 min: an Envoy holds its stream for the connection's life; a client that
+    /// connected and opened nothing (or whose streams all ended) only holds a slot.
+    pub idle_timeout: Duration,
+    /// Most ADS streams open at once over all connections; a stream past it is refused
+    /// with `RESOURCE_EXHAUSTED` (Envoy retries with back-off). 100,000: five times the
+    /// default connection cap (Envoy holds one stream per connection), while
+    /// `max_connections` x `max_streams_per_connection` alone would allow 2.5 million.
+    pub max_streams: usize,
 }
 
 /// The ADS server. Cheap to clone; clones share streams, status and events.
@@ -70,6 +94,12 @@ struct Inner {
     config: XdsServerConfig,
     next_stream: AtomicU64,
     shutdown: watch::Sender<bool>,
+    /// One permit per open connection on the port `serve` listens on.
+    connections: Arc<Semaphore>,
+    /// One permit per open stream.
+    streams: Arc<Semaphore>,
+    /// Streams refused for `max_streams` are logged at most once per 10 s.
+    streams_full_log: LogLimiter,
 }
 
 /// The tonic service implementation; get it wrapped from [`XdsServer::service`].
@@ -89,6 +119,11 @@ impl Default for XdsServerConfig {
             max_encoding_message_size: 256 << 20,
             max_connection_age: None,
             response_buffer: 16,
+            max_connections: 20_000,
+            max_streams_per_connection: 128,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_streams: 100_000,
         }
     }
 }
@@ -107,9 +142,12 @@ impl XdsServer {
             inner: Arc::new(Inner {
                 source,
                 registry: Arc::new(StatusRegistry::default()),
-                config,
                 next_stream: AtomicU64::new(1),
                 shutdown: watch::Sender::new(false),
+                connections: Arc::new(Semaphore::new(config.max_connections)),
+                streams: Arc::new(Semaphore::new(config.max_streams)),
+                streams_full_log: LogLimiter::new(Duration::from_secs(10)),
+                config,
             }),
         }
     }
@@ -133,12 +171,8 @@ impl XdsServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|s| {
-                // Small xDS requests (ACKs) must not wait for Nagle.
-                let _ = s.set_nodelay(true);
-            })
-        });
+        let incoming =
+            LimitedIncoming::new(listener, self.inner.connections.clone(), &self.inner.config);
         let inner = self.inner.clone();
         let shutdown = async move {
             shutdown.await;
@@ -146,9 +180,15 @@ impl XdsServer {
             inner.shutdown.send_replace(true);
         };
         let config = &self.inner.config;
+        // HTTP/2 PINGs reap dead peers of established connections (TCP keepalive would
+        // add nothing: a connection that never finishes its handshake is closed after
+        // `handshake_timeout`). `max_concurrent_streams` is the per-connection stream
+        // bound; tonic's `concurrency_limit_per_connection` would not bound streaming
+        // calls (their handler returns at once).
         let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
-            .http2_keepalive_timeout(Some(config.keepalive_timeout));
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .max_concurrent_streams(Some(config.max_streams_per_connection));
         if let Some(age) = config.max_connection_age {
             builder = builder.max_connection_age(age);
         }
@@ -156,6 +196,16 @@ impl XdsServer {
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
+    }
+
+    /// Connections open on the port [`serve`](Self::serve) listens on.
+    pub fn connections(&self) -> usize {
+        self.inner.config.max_connections - self.inner.connections.available_permits()
+    }
+
+    /// ADS streams open (including ones still before their first request).
+    pub fn streams(&self) -> usize {
+        self.inner.config.max_streams - self.inner.streams.available_permits()
     }
 
     /// Status of every connected stream (copied; a few allocations per stream).
@@ -202,14 +252,35 @@ impl std::fmt::Debug for XdsServer {
 // === impl AdsService ===
 
 impl AdsService {
-    fn ctx<T>(&self, req: &Request<T>) -> StreamCtx {
-        StreamCtx {
+    fn ctx<T>(&self, req: &Request<T>) -> Result<StreamCtx, Status> {
+        let Ok(permit) = self.inner.streams.clone().try_acquire_owned() else {
+            let limit = self.inner.config.max_streams;
+            if let Some(skipped) = self.inner.streams_full_log.permit() {
+                tracing::warn!(
+                    limit,
+                    refused_since_last_log = skipped,
+                    "ads stream limit reached, refusing new streams"
+                );
+            }
+            return Err(Status::resource_exhausted(format!(
+                "too many ads streams on this server (the limit is {limit})"
+            )));
+        };
+        // Connections accepted by `serve` carry their `XdsConnInfo`; an embedded service
+        // (tests over a duplex, another tonic server) may have only the TCP peer.
+        let conn = req.extensions().get::<XdsConnInfo>();
+        Ok(StreamCtx {
             source: self.inner.source.clone(),
             registry: self.inner.registry.clone(),
             id: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
-            peer: req.remote_addr(),
+            peer: conn
+                .and_then(|c| c.tcp.remote_addr())
+                .or_else(|| req.remote_addr()),
+            _conn: conn.map(|c| c.activity.enter()),
             shutdown: self.inner.shutdown.subscribe(),
-        }
+            first_request_timeout: self.inner.config.handshake_timeout,
+            _permit: permit,
+        })
     }
 }
 
@@ -222,7 +293,7 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let ctx = self.ctx(&request);
+        let ctx = self.ctx(&request)?;
         let span = tracing::debug_span!("ads", stream = ctx.id, flavor = "sotw");
         let (tx, rx) = mpsc::channel(self.inner.config.response_buffer);
         tokio::spawn(sotw::run(ctx, request.into_inner(), tx).instrument(span));
@@ -233,7 +304,7 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let ctx = self.ctx(&request);
+        let ctx = self.ctx(&request)?;
         let span = tracing::debug_span!("ads", stream = ctx.id, flavor = "delta");
         let (tx, rx) = mpsc::channel(self.inner.config.response_buffer);
         tokio::spawn(delta::run(ctx, request.into_inner(), tx).instrument(span));

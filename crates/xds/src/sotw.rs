@@ -45,10 +45,13 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, warn};
 
+use crate::limits::{MAX_NACK_MESSAGE_LEN, MAX_VERSION_LEN, Untrusted, check_names, truncate};
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::{Snapshot, list_version};
 use crate::status::{Nack, StreamStatus, XdsFlavor};
-use crate::stream::{Closed, NodeWatch, StreamCtx, control_plane, empty_cla, nonce};
+use crate::stream::{
+    Closed, NodeWatch, StreamCtx, control_plane, empty_cla, first_request, nonce, request_error,
+};
 
 type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
@@ -91,16 +94,8 @@ struct Sent {
 /// Runs one SotW stream until the proxy disconnects, the response channel
 /// closes or the server shuts down.
 pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryRequest>, tx: Tx) {
-    let first = tokio::select! {
-        _ = ctx.shutdown.changed() => return,
-        msg = requests.message() => match msg {
-            Ok(Some(req)) => req,
-            Ok(None) => return,
-            Err(error) => {
-                debug!(stream = ctx.id, %error, "stream failed before first request");
-                return;
-            }
-        },
+    let Some(first) = first_request(&mut ctx, &mut requests, &tx).await else {
+        return;
     };
     let Some((mut watch, status)) = ctx
         .handshake(first.node.as_ref(), XdsFlavor::Sotw, &tx)
@@ -109,7 +104,7 @@ pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryReq
         return;
     };
     let node = status.info().node_id.clone();
-    debug!(stream = ctx.id, node = %node, known = watch.current.is_some(), "sotw stream opened");
+    debug!(stream = ctx.id, node = %Untrusted(&node), known = watch.current.is_some(), "sotw stream opened");
 
     let mut s = SotwStream {
         status,
@@ -117,7 +112,10 @@ pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryReq
         nonce: 0,
         cds_base: None,
     };
-    s.on_request(first);
+    if let Err(status) = s.on_request(first) {
+        let _ = tx.try_send(Err(status));
+        return;
+    }
     if s.flush(&watch, &tx).await.is_err() {
         return;
     }
@@ -125,15 +123,19 @@ pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryReq
         tokio::select! {
             _ = ctx.shutdown.changed() => break,
             msg = requests.message() => match msg {
-                Ok(Some(req)) => s.on_request(req),
+                Ok(Some(req)) => if let Err(status) = s.on_request(req) {
+                    debug!(stream = ctx.id, node = %Untrusted(&node), %status, "request refused");
+                    let _ = tx.try_send(Err(status));
+                    break;
+                },
                 Ok(None) => {
-                    debug!(stream = ctx.id, node = %node, "proxy closed the stream");
+                    debug!(stream = ctx.id, node = %Untrusted(&node), "proxy closed the stream");
                     break;
                 }
                 Err(error) => {
-                    debug!(stream = ctx.id, node = %node, %error, "stream failed");
-                    // Tell the proxy why (e.g. a request over the size limit).
-                    let _ = tx.try_send(Err(error));
+                    debug!(stream = ctx.id, node = %Untrusted(&node), %error, "stream failed");
+                    // Tell the proxy why (a malformed request, one over the size limit).
+                    let _ = tx.try_send(Err(request_error(error)));
                     break;
                 }
             },
@@ -152,16 +154,21 @@ impl SotwStream {
         &self.status.info().node_id
     }
 
-    fn on_request(&mut self, req: DiscoveryRequest) {
+    fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let Some(ty) = ResourceType::from_type_url(&req.type_url) else {
-            debug!(node = %self.node(), type_url = %req.type_url, "ignoring request for unserved type");
-            return;
+            debug!(node = %Untrusted(self.node()), type_url = %Untrusted(&req.type_url), "ignoring request for unserved type");
+            return Ok(());
         };
+        check_names(
+            ty,
+            req.resource_names.iter().map(String::as_str),
+            req.resource_names.len(),
+        )?;
         let first = !self.types[ty as usize].subscribed;
         if let Some(last) = &self.types[ty as usize].last {
             if req.response_nonce != last.nonce {
-                debug!(node = %self.node(), %ty, nonce = %req.response_nonce, "ignoring stale nonce");
-                return;
+                debug!(node = %Untrusted(self.node()), %ty, nonce = %Untrusted(&req.response_nonce), "ignoring stale nonce");
+                return Ok(());
             }
             match &req.error_detail {
                 Some(err) => {
@@ -169,13 +176,16 @@ impl SotwStream {
                         version: last.version.clone(),
                         nonce: last.nonce.clone(),
                         code: err.code,
-                        message: err.message.clone(),
+                        message: truncate(&err.message, MAX_NACK_MESSAGE_LEN),
                         at: SystemTime::now(),
                     };
-                    warn!(
-                        node = %self.node(), type_url = %req.type_url, version = %last.version,
-                        kept = %req.version_info, reason = %err.message, "nack"
-                    );
+                    if let Some(skipped) = self.status.nack_log_permit() {
+                        warn!(
+                            node = %Untrusted(self.node()), type_url = %ty.type_url(), version = %last.version,
+                            kept = %Untrusted(&req.version_info), reason = %Untrusted(&err.message),
+                            nacks_not_logged = skipped, "nack"
+                        );
+                    }
                     let names: Vec<String> = self
                         .desired(ty, &last.from)
                         .iter()
@@ -184,10 +194,10 @@ impl SotwStream {
                     self.status.nacked(ty, nack, names);
                 }
                 None => {
-                    debug!(node = %self.node(), %ty, version = %req.version_info, "ack");
+                    debug!(node = %Untrusted(self.node()), %ty, version = %Untrusted(&req.version_info), "ack");
                     self.status.acked(
                         ty,
-                        &req.version_info,
+                        &truncate(&req.version_info, MAX_VERSION_LEN),
                         &last.nonce,
                         last.at,
                         last.from.created_at(),
@@ -198,7 +208,8 @@ impl SotwStream {
             // First request of this type on this stream; a nonce from an
             // earlier stream means nothing here. A reconnecting proxy reports
             // the version it still runs.
-            self.status.subscribed(ty, Some(&req.version_info));
+            self.status
+                .subscribed(ty, Some(&truncate(&req.version_info, MAX_VERSION_LEN)));
         }
 
         let t = &mut self.types[ty as usize];
@@ -211,6 +222,7 @@ impl SotwStream {
         t.wildcard = wildcard;
         t.names = names;
         t.subscribed = true;
+        Ok(())
     }
 
     /// What a response of `ty` would carry now from `snap`, sorted by name.
@@ -363,7 +375,7 @@ impl SotwStream {
             ..Default::default()
         };
         tx.send(Ok(response)).await.map_err(|_| Closed)?;
-        debug!(node = %self.node(), %ty, %version, %nonce, resources = resources.len(), bytes, "sent");
+        debug!(node = %Untrusted(self.node()), %ty, %version, %nonce, resources = resources.len(), bytes, "sent");
         self.status
             .sent(ty, &version, &nonce, resources.len(), 0, bytes);
         self.types[ty as usize].last = Some(Sent {

@@ -15,10 +15,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 
 use crate::cache::NodeKey;
+use crate::limits::{LogLimiter, NACK_LOG_INTERVAL};
 use crate::resource::ResourceType;
 
 /// Capacity of the event channel; a subscriber more than this many events behind lags.
 const EVENT_CAPACITY: usize = 4096;
+
+/// How often a refused stream (no, oversized or invalid node id) is logged at WARN.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Which ADS variant a stream speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,7 +105,9 @@ pub struct Nack {
     pub nonce: String,
     /// `error_detail.code` (Envoy uses 13, INTERNAL).
     pub code: i32,
-    /// `error_detail.message`: Envoy's reason, e.g. a validation error.
+    /// `error_detail.message`: Envoy's reason, e.g. a validation error; at most
+    /// [`MAX_NACK_MESSAGE_LEN`](crate::MAX_NACK_MESSAGE_LEN) bytes are kept, a longer one
+    /// is cut and ends with [`TRUNCATED_MARKER`](crate::TRUNCATED_MARKER).
     pub message: String,
     /// When the NACK arrived.
     pub at: SystemTime,
@@ -177,8 +183,19 @@ pub trait XdsEventObserver: Send + Sync {
 /// clone via `Arc`; the server holds one and hands it to every stream.
 pub struct StatusRegistry {
     streams: RwLock<HashMap<u64, Arc<Slot>>>,
+    /// Per node id with at least one stream: stream count and the NACK log limiter, so a
+    /// node's NACKs are logged once per [`NACK_LOG_INTERVAL`] whatever its stream count.
+    /// The entry goes with the node's last stream.
+    nodes: Mutex<HashMap<Arc<str>, NodeEntry>>,
+    /// Streams refused at the handshake are logged at most once per [`REJECT_LOG_INTERVAL`].
+    pub(crate) reject_log: LogLimiter,
     events: broadcast::Sender<XdsEvent>,
     observers: RwLock<Vec<Arc<dyn XdsEventObserver>>>,
+}
+
+struct NodeEntry {
+    streams: usize,
+    nack_log: Arc<LogLimiter>,
 }
 
 impl std::fmt::Debug for StatusRegistry {
@@ -200,6 +217,7 @@ struct Slot {
 pub(crate) struct StreamStatus {
     registry: Arc<StatusRegistry>,
     slot: Arc<Slot>,
+    nack_log: Arc<LogLimiter>,
 }
 
 // === impl StatusRegistry ===
@@ -208,6 +226,8 @@ impl Default for StatusRegistry {
     fn default() -> Self {
         StatusRegistry {
             streams: RwLock::new(HashMap::new()),
+            nodes: Mutex::new(HashMap::new()),
+            reject_log: LogLimiter::new(REJECT_LOG_INTERVAL),
             events: broadcast::Sender::new(EVENT_CAPACITY),
             observers: RwLock::new(Vec::new()),
         }
@@ -277,6 +297,17 @@ impl StatusRegistry {
 
     pub(crate) fn register(self: &Arc<Self>, info: StreamInfo) -> StreamStatus {
         let info = Arc::new(info);
+        let nack_log = {
+            let mut nodes = self.lock_nodes();
+            let e = nodes
+                .entry(info.node_id.clone())
+                .or_insert_with(|| NodeEntry {
+                    streams: 0,
+                    nack_log: Arc::new(LogLimiter::new(NACK_LOG_INTERVAL)),
+                });
+            e.streams += 1;
+            e.nack_log.clone()
+        };
         let slot = Arc::new(Slot {
             info: info.clone(),
             types: Mutex::new(Default::default()),
@@ -289,7 +320,17 @@ impl StatusRegistry {
         StreamStatus {
             registry: self.clone(),
             slot,
+            nack_log,
         }
+    }
+
+    /// Number of distinct node ids with a connected stream.
+    pub fn connected_nodes(&self) -> usize {
+        self.lock_nodes().len()
+    }
+
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, NodeEntry>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -306,6 +347,12 @@ impl Slot {
 impl StreamStatus {
     pub(crate) fn info(&self) -> &Arc<StreamInfo> {
         &self.slot.info
+    }
+
+    /// Whether a NACK of this stream's node may be logged now (`Some(skipped)`), see
+    /// [`LogLimiter::permit`].
+    pub(crate) fn nack_log_permit(&self) -> Option<u64> {
+        self.nack_log.permit()
     }
 
     fn with<R>(&self, ty: ResourceType, f: impl FnOnce(&mut TypeStatus) -> R) -> R {
@@ -396,6 +443,15 @@ impl Drop for StreamStatus {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        {
+            let mut nodes = self.registry.lock_nodes();
+            if let Some(e) = nodes.get_mut(&self.slot.info.node_id) {
+                e.streams -= 1;
+                if e.streams == 0 {
+                    nodes.remove(&self.slot.info.node_id);
+                }
+            }
+        }
         self.registry
             .emit(XdsEvent::Disconnected(self.slot.info.clone()));
     }

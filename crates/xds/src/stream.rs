@@ -3,15 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::util::pack_any;
 use tokio::sync::{mpsc, watch};
-use tonic::Status;
+use tonic::{Status, Streaming};
 
 use crate::cache::{NodeKey, SnapshotSource, SnapshotWatch};
+use crate::conn::StreamGuard;
+use crate::limits::Untrusted;
 use crate::resource::Resource;
 use crate::snapshot::Snapshot;
 use crate::status::{StatusRegistry, StreamInfo, StreamStatus, XdsFlavor};
@@ -23,6 +25,12 @@ pub(crate) struct StreamCtx {
     pub(crate) id: u64,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// How long the stream may take to send its first request.
+    pub(crate) first_request_timeout: Duration,
+    /// Counts the stream in its connection's activity (idle timeout) while it lives.
+    pub(crate) _conn: Option<StreamGuard>,
+    /// The stream's place under [`XdsServerConfig::max_streams`](crate::XdsServerConfig::max_streams).
+    pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The response channel closed (the proxy went away); the task ends.
@@ -51,29 +59,23 @@ impl StreamCtx {
         flavor: XdsFlavor,
         tx: &mpsc::Sender<Result<T, Status>>,
     ) -> Option<(NodeWatch, StreamStatus)> {
-        let Some(node) = node.filter(|n| !n.id.is_empty()) else {
-            tracing::warn!(stream = self.id, "first request carries no node id");
-            let _ = tx
-                .send(Err(Status::invalid_argument(
-                    "first request must carry node.id",
-                )))
-                .await;
+        let id = node.map_or("", |n| n.id.as_str());
+        if let Some(reason) = crate::limits::check_node_id(id) {
+            self.reject(id, &reason, tx).await;
             return None;
-        };
-        let rx = match self.source.watch(&node.id) {
+        }
+        let rx = match self.source.watch(id) {
             Ok(rx) => rx,
             Err(error) => {
-                tracing::warn!(stream = self.id, node = %node.id, %error, "rejecting stream");
-                let _ = tx
-                    .send(Err(Status::invalid_argument(error.to_string())))
-                    .await;
+                self.reject(id, &error.to_string(), tx).await;
                 return None;
             }
         };
+        let node_id = id;
         let info = StreamInfo {
             id: self.id,
-            node_id: node.id.as_str().into(),
-            node_key: NodeKey::parse(&node.id).ok(),
+            node_id: node_id.into(),
+            node_key: NodeKey::parse(node_id).ok(),
             flavor,
             peer: self.peer,
             connected_at: SystemTime::now(),
@@ -86,6 +88,62 @@ impl StreamCtx {
         };
         watch.current = watch.rx.borrow_and_update().clone();
         Some((watch, status))
+    }
+
+    /// Ends the stream with `INVALID_ARGUMENT` and `reason`; nothing was registered for
+    /// it. Logged at WARN at most once per interval for all streams (a client can open
+    /// refused streams as fast as it likes).
+    async fn reject<T>(&self, node_id: &str, reason: &str, tx: &mpsc::Sender<Result<T, Status>>) {
+        if let Some(skipped) = self.registry.reject_log.permit() {
+            tracing::warn!(
+                stream = self.id, node = %Untrusted(node_id), reason = %Untrusted(reason),
+                refused_since_last_log = skipped, "refusing ads stream"
+            );
+        }
+        let _ = tx.send(Err(Status::invalid_argument(reason))).await;
+    }
+}
+
+/// Reads a stream's first request, bounded by [`StreamCtx::first_request_timeout`].
+/// `None` if the stream ended or failed first (the proxy was told why) or the server is
+/// shutting down.
+pub(crate) async fn first_request<Req, T>(
+    ctx: &mut StreamCtx,
+    requests: &mut Streaming<Req>,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> Option<Req> {
+    let timeout = ctx.first_request_timeout;
+    tokio::select! {
+        _ = ctx.shutdown.changed() => None,
+        msg = tokio::time::timeout(timeout, requests.message()) => match msg {
+            Ok(Ok(Some(req))) => Some(req),
+            Ok(Ok(None)) => None,
+            Ok(Err(error)) => {
+                tracing::debug!(stream = ctx.id, %error, "stream failed before first request");
+                // A request that does not decode ends the stream with INVALID_ARGUMENT.
+                let _ = tx.try_send(Err(request_error(error)));
+                None
+            }
+            Err(_) => {
+                tracing::debug!(stream = ctx.id, "no first request in time");
+                let _ = tx.try_send(Err(Status::deadline_exceeded(format!(
+                    "no request within {timeout:?} of opening the stream"
+                ))));
+                None
+            }
+        },
+    }
+}
+
+/// The status a stream ends with when reading a request failed. tonic reports a body that
+/// does not decode as the request message (and a bad gRPC frame header) as `INTERNAL`;
+/// that is the client's fault, so it becomes `INVALID_ARGUMENT`. Other codes (a message
+/// over the size limit: `OUT_OF_RANGE`) are kept.
+pub(crate) fn request_error(error: Status) -> Status {
+    if error.code() == tonic::Code::Internal {
+        Status::invalid_argument(format!("malformed request: {}", error.message()))
+    } else {
+        error
     }
 }
 

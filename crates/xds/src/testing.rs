@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Streaming;
 
-use crate::{ResourceType, SnapshotCache, SnapshotSource, XdsServer};
+use crate::{ResourceType, SnapshotCache, SnapshotSource, XdsServer, XdsServerConfig};
 
 /// How long `recv` waits before failing the test.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,11 +79,19 @@ impl TestServer {
 
     /// Starts a server over any source.
     pub async fn start_with(source: Arc<dyn SnapshotSource>) -> TestServer {
+        TestServer::start_with_config(source, XdsServerConfig::default()).await
+    }
+
+    /// Starts a server over any source with explicit tuning (limits, timeouts).
+    pub async fn start_with_config(
+        source: Arc<dyn SnapshotSource>,
+        config: XdsServerConfig,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let server = XdsServer::new(source);
+        let server = XdsServer::with_config(source, config);
         let (shutdown, rx) = oneshot::channel::<()>();
         let s = server.clone();
         tokio::spawn(async move {
@@ -349,6 +357,17 @@ impl DeltaClient {
             Ok(Ok(Some(r))) => Some(r),
             Ok(Ok(None)) => panic!("delta stream ended"),
             Ok(Err(status)) => panic!("delta stream failed: {status}"),
+        }
+    }
+
+    /// The stream's end: `Ok(())` if closed cleanly, `Err(status)` if the
+    /// server failed it. Fails the test if a response arrives instead.
+    pub async fn closed(&mut self) -> Result<(), tonic::Status> {
+        match tokio::time::timeout(RECV_TIMEOUT, self.rx.message()).await {
+            Err(_) => panic!("delta stream still open"),
+            Ok(Ok(Some(r))) => panic!("expected end of stream, got {}", r.type_url),
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(s)) => Err(s),
         }
     }
 
