@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// Cases unless `MESHPLANE_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 1500;
+const DEFAULT_CASES: u32 = 5000;
 
 const TARGET_PREFIX: &str = "Route53AutoNaming_v20170314.";
 

@@ -19,7 +19,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
 /// Cases per target unless `MESHPLANE_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 3000;
+const DEFAULT_CASES: u32 = 10000;
 
 /// Member names of the specs, so added members hit real fields.
 const FIELDS: &[&str] = &[

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// Cases per target unless `MESHPLANE_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 1500;
+const DEFAULT_CASES: u32 = 5000;
 
 fn cases() -> u32 {
     std::env::var("MESHPLANE_FUZZ_CASES")

@@ -26,7 +26,7 @@ use proptest::test_runner::{Config, TestRunner};
 use tonic::transport::Channel;
 
 /// Cases unless `MESHPLANE_FUZZ_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 400;
+const DEFAULT_CASES: u32 = 2000;
 /// How long a fuzzed stream may take to end after its last request.
 const END_WITHIN: Duration = Duration::from_secs(10);
 /// A well-behaved proxy is checked after this many fuzzed streams.
