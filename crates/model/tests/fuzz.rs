@@ -322,7 +322,6 @@ fn mutated_specs_never_panic_and_every_violation_has_a_real_path() {
             }
             Ok(())
         })
-        .map(|()| ())
         .unwrap();
     let (parsed, rejected) = (parsed.get(), rejected.get());
     eprintln!("parsed {parsed}, rejected {rejected}");

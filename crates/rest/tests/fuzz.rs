@@ -363,7 +363,7 @@ fn edit() -> impl Strategy<Value = Edit> {
 /// Applies `e`: 0 replace the node, 1 remove it from its parent, 2 insert `value` beside
 /// it under a known field name, 3 duplicate it inside its parent array.
 fn apply(doc: &mut Value, e: &Edit) {
-    fn walk<'a>(v: &'a mut Value, at: &[usize], e: &Edit) -> bool {
+    fn walk(v: &mut Value, at: &[usize], e: &Edit) -> bool {
         let Some((&i, rest)) = at.split_first() else {
             return false;
         };

@@ -298,7 +298,7 @@ fn ads_request_sequences_never_panic_and_the_server_keeps_serving() {
             *ends.borrow_mut().entry(format!("{end:?}")).or_default() += 1;
             answered.set(answered.get() + u32::from(responses > 0));
             n.set(n.get() + 1);
-            if n.get() % PROBE_EVERY == 0 {
+            if n.get().is_multiple_of(PROBE_EVERY) {
                 rt.block_on(probe(&srv, &version));
             }
             Ok(())
