@@ -2,9 +2,9 @@
 //! with `oneshot` by random methods, raw paths (percent-encoding, `/`, long segments),
 //! query strings and bodies (random bytes, random JSON, mutated valid requests).
 //!
-//! The contract: no panic, never a 5xx, and every error is a 4xx with an
-//! `x-amzn-ErrorType` header and a JSON `{"message"}` body. Cases are bounded by default;
-//! `MESHPLANE_FUZZ_CASES=100000` runs longer.
+//! The contract: no panic, never a 5xx, every error is a 4xx with an `x-amzn-ErrorType`
+//! header and a JSON `{"message"}` body, and an accepted write echoes its spec as given.
+//! Cases are bounded by default; `MESHPLANE_FUZZ_CASES=100000` runs longer.
 
 use std::sync::Arc;
 
@@ -107,12 +107,44 @@ fn check(call: &Call, a: &Answer) -> Result<(), TestCaseError> {
             prop_assert!(v["message"].is_string(), "no message in {v} for {call:?}");
         }
     } else if call.method != "HEAD" {
-        prop_assert!(
-            serde_json::from_slice::<Value>(&a.body).is_ok(),
-            "2xx body is not JSON for {call:?}"
-        );
+        let answer: Value = serde_json::from_slice(&a.body)
+            .map_err(|e| TestCaseError::fail(format!("2xx body is not JSON ({e}) for {call:?}")))?;
+        // An accepted create or update echoes the spec exactly as given (App Mesh does),
+        // so every accepted field reads back unchanged.
+        let sent: Option<Value> = serde_json::from_slice(&call.body).ok();
+        // A `null` member is an absent one (`"spec": null` is answered as `{}`), and absent
+        // members are omitted, never `null`, on output.
+        if let Some(spec) = sent
+            .as_ref()
+            .and_then(|b| b.get("spec"))
+            .filter(|s| !s.is_null())
+        {
+            if call.method == "PUT" {
+                prop_assert_eq!(
+                    answer.get("spec"),
+                    Some(&without_nulls(spec)),
+                    "accepted spec not echoed as given for {} {}",
+                    &call.uri,
+                    String::from_utf8_lossy(&call.body)
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// `v` without object members whose value is `null`, at any depth.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A mesh `m` with nodes `red`/`blue`, router `r` with route `rt`, service `color.local`
