@@ -297,10 +297,24 @@ fn de<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
 }
 
 /// Parses the `spec` member of a request for `kind`; type errors name the field path.
+///
+/// The spec is echoed as given, so it must read back as sent: serde's derive also builds
+/// a struct from a JSON list of its members in order (`"perRetryTimeout": ["s", 5]`),
+/// which App Mesh refuses; any member that does not read back (`null` members aside,
+/// which mean absent) is reported at its path.
 pub fn parse_spec(kind: ResourceKind, v: Value) -> Result<Spec, ApiError> {
     if !v.is_object() {
         return Err(ApiError::bad_request("spec: must be a JSON object"));
     }
+    let sent = without_nulls(&v);
+    let spec = parse_spec_members(kind, v)?;
+    if let Some((path, message)) = first_difference("spec", &sent, &spec_to_json(&spec)) {
+        return Err(ApiError::bad_request(format!("{path}: {message}")));
+    }
+    Ok(spec)
+}
+
+fn parse_spec_members(kind: ResourceKind, v: Value) -> Result<Spec, ApiError> {
     Ok(match kind {
         ResourceKind::Mesh => Spec::Mesh(de::<MeshSpec>(v)?),
         ResourceKind::VirtualNode => Spec::VirtualNode(de::<VirtualNodeSpec>(v)?),
@@ -310,6 +324,52 @@ pub fn parse_spec(kind: ResourceKind, v: Value) -> Result<Spec, ApiError> {
         ResourceKind::VirtualGateway => Spec::VirtualGateway(de::<VirtualGatewaySpec>(v)?),
         ResourceKind::GatewayRoute => Spec::GatewayRoute(de::<GatewayRouteSpec>(v)?),
     })
+}
+
+/// `v` without object members whose value is `null` (absent), at any depth.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The first path where the parsed spec (`got`) does not read back as `sent`, and why.
+fn first_difference(path: &str, sent: &Value, got: &Value) -> Option<(String, String)> {
+    match (sent, got) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = format!("{path}.{k}");
+                match b.get(k) {
+                    Some(w) => {
+                        if let Some(d) = first_difference(&p, v, w) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some((p, "is not a valid value".into())),
+                }
+            }
+            b.keys()
+                .find(|k| !a.contains_key(*k))
+                .map(|k| (format!("{path}.{k}"), "is not a valid value".into()))
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(&format!("{path}[{i}]"), v, w)),
+        (Value::Array(_), Value::Object(_)) => {
+            Some((path.to_owned(), "must be a JSON object, got a list".into()))
+        }
+        (a, b) if a == b => None,
+        _ => Some((path.to_owned(), "is not a valid value".into())),
+    }
 }
 
 /// Parses a `tags` list: `[{"key": "...", "value": "..."}]`.
@@ -477,6 +537,38 @@ mod tests {
             }]
         );
         assert_eq!(spec_to_json(&ok.spec), json!({}));
+    }
+
+    /// Found by the REST fuzz target: serde built a struct from a JSON list, so
+    /// `"perRetryTimeout": []` was accepted and echoed as `{}`.
+    #[test]
+    fn a_list_where_an_object_belongs_is_refused_with_its_path() {
+        let route = |timeout: Value| {
+            json!({"httpRoute": {
+                "match": {"prefix": "/"},
+                "action": {"weightedTargets": [{"virtualNode": "n", "weight": 1}]},
+                "retryPolicy": {"maxRetries": 2, "perRetryTimeout": timeout, "httpRetryEvents": ["server-error"]},
+            }})
+        };
+        for list in [json!([]), json!(["s", 5])] {
+            let e = parse_spec(ResourceKind::Route, route(list.clone())).unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::BadRequest);
+            assert_eq!(
+                e.message,
+                "spec.httpRoute.retryPolicy.perRetryTimeout: must be a JSON object, got a list",
+                "{list}"
+            );
+        }
+        let e = parse_spec(ResourceKind::Mesh, json!({"egressFilter": ["DROP_ALL"]})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "spec.egressFilter: must be a JSON object, got a list"
+        );
+        // The object form, and `null` members (absent), still parse and read back.
+        let ok = parse_spec(ResourceKind::Route, route(json!({"unit": "s", "value": 5}))).unwrap();
+        assert_eq!(spec_to_json(&ok), route(json!({"unit": "s", "value": 5})));
+        let ok = parse_spec(ResourceKind::Mesh, json!({"egressFilter": null})).unwrap();
+        assert_eq!(spec_to_json(&ok), json!({}));
     }
 
     #[test]

@@ -647,13 +647,22 @@ def cli_special_names(cli):
         out = cli("delete-virtual-router", "--mesh-name", m, "--virtual-router-name", name)
         check_data(f"delete-virtual-router {name!r}", out.get("virtualRouter", {}), ids, arn, 2, "DELETED")
     # A name containing `/` is not confused with a deeper path, and tags find it by ARN.
-    cli("create-virtual-node", "--mesh-name", m, "--virtual-node-name", "slash/name",
-        "--spec", json.dumps(simple_node("s.local")), "--tags", "key=k,value=v")
-    out = cli("list-tags-for-resource", "--resource-arn", f"{ARN_PREFIX}mesh/{m}/virtualNode/slash/name")
+    # (Virtual services keep `/`; virtual node, gateway and mesh names refuse it, since
+    # they become the Envoy node id mesh/<mesh>/virtualNode/<name>.)
+    cli("create-virtual-service", "--mesh-name", m, "--virtual-service-name", "slash/name",
+        "--spec", "{}", "--tags", "key=k,value=v")
+    out = cli("list-tags-for-resource", "--resource-arn", f"{ARN_PREFIX}mesh/{m}/virtualService/slash/name")
     check("list-tags-for-resource by an ARN whose name contains '/'", out.get("tags") == [{"key": "k", "value": "v"}], out)
+    out = cli("list-virtual-services", "--mesh-name", m)
+    check("list under an encoded mesh name", [r.get("virtualServiceName") for r in out.get("virtualServices", [])] == ["slash/name"], out)
+    cli("delete-virtual-service", "--mesh-name", m, "--virtual-service-name", "slash/name")
+    cli.expect_error("virtual node name containing '/'", "BadRequestException", "create-virtual-node",
+                     "--mesh-name", m, "--virtual-node-name", "slash/name",
+                     "--spec", json.dumps(simple_node("s.local")), contains=("virtualNodeName", "must not contain"))
+    cli.expect_error("mesh name containing '/'", "BadRequestException", "create-mesh",
+                     "--mesh-name", "a/b", contains=("meshName",))
     out = cli("list-virtual-nodes", "--mesh-name", m)
-    check("list under an encoded mesh name", [r.get("virtualNodeName") for r in out.get("virtualNodes", [])] == ["slash/name"], out)
-    cli("delete-virtual-node", "--mesh-name", m, "--virtual-node-name", "slash/name")
+    check("the refused virtual node was not created", out.get("virtualNodes") == [], out)
     out = cli("delete-mesh", "--mesh-name", m)
     check("delete-mesh 'enc mesh:1'", out.get("mesh", {}).get("status", {}).get("status") == "DELETED", out)
 

@@ -129,7 +129,27 @@ fn contended() -> CloudMapError {
 }
 
 fn parse<T: DeserializeOwned>(body: Value) -> Result<T, CloudMapError> {
+    // serde's derive also builds a struct from a JSON list of its members in order
+    // (`[["TYPE", ["HTTP"], "EQ"]]` as a filter); AWS JSON 1.1 takes structures as
+    // objects only. (`call` already refuses a body that is not an object.)
+    if let Some(path) = list_for_structure(&body) {
+        return Err(CloudMapError::invalid(format!(
+            "invalid request: {path} must be a JSON object, got a list"
+        )));
+    }
     serde_path_to_error_lite(body)
+}
+
+/// Where `body` has a list in place of one of the nested structures the requests
+/// derive (`Filters[i]`, `Tags[i]`).
+fn list_for_structure(body: &Value) -> Option<String> {
+    ["Filters", "Tags"].iter().find_map(|member| {
+        body.get(member)?
+            .as_array()?
+            .iter()
+            .position(Value::is_array)
+            .map(|i| format!("{member}[{i}]"))
+    })
 }
 
 // serde_json's own error names the field and the problem; good enough for InvalidInput.

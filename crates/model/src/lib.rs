@@ -36,7 +36,9 @@ pub use gateway_route::GatewayRouteSpec;
 pub use mesh::MeshSpec;
 pub use resource::{Metadata, Resource, ResourceId, ResourceKind, Spec, Status, Tag};
 pub use route::RouteSpec;
-pub use validate::{Violation, Violations, validate_name, validate_spec, validate_tags};
+pub use validate::{
+    NODE_ID_NAME_FIELDS, Violation, Violations, validate_name, validate_spec, validate_tags,
+};
 pub use virtual_gateway::VirtualGatewaySpec;
 pub use virtual_node::VirtualNodeSpec;
 pub use virtual_router::VirtualRouterSpec;

@@ -70,12 +70,41 @@ fn rejects_route_match_with_prefix_and_path() {
 fn rejects_route_match_without_prefix_or_path() {
     let mut r = route("httpRoute");
     remove(&mut r, "httpRoute.match.prefix");
+    remove(&mut r, "httpRoute.match.port");
     assert_rejected(
         "RouteSpec",
         &r,
         &["spec.httpRoute.match"],
-        "exactly one of prefix, path",
+        "exactly one of prefix, path must be set (or port alone), got none",
     );
+}
+
+/// Issue 16 item 7: App Mesh accepts a match on `port` alone (howto-multiple-listeners).
+#[test]
+fn accepts_route_match_on_port_only() {
+    for kind in ["httpRoute", "http2Route"] {
+        let mut r = route(kind);
+        set(&mut r, &format!("{kind}.match"), json!({ "port": 8080 }));
+        assert_valid("RouteSpec", &r);
+        // Port plus conditions other than a path is a port-wide match too.
+        let mut r = route(kind);
+        remove(&mut r, &format!("{kind}.match.prefix"));
+        assert_valid("RouteSpec", &r);
+        // The port itself is still range-checked.
+        set(&mut r, &format!("{kind}.match"), json!({ "port": 0 }));
+        assert_rejected(
+            "RouteSpec",
+            &r,
+            &[&format!("spec.{kind}.match.port")],
+            "must be between 1 and 65535, got 0",
+        );
+    }
+    let mut g = route("grpcRoute");
+    set(&mut g, "grpcRoute.match", json!({ "port": 8080 }));
+    assert_valid("RouteSpec", &g);
+    let mut t = route("tcpRoute");
+    set(&mut t, "tcpRoute.match", json!({ "port": 8080 }));
+    assert_valid("RouteSpec", &t);
 }
 
 #[test]
@@ -690,6 +719,71 @@ fn rejects_names_outside_1_to_255_characters() {
                 .starts_with("length must be between 1 and 255"),
             "{v}"
         );
+    }
+}
+
+#[test]
+fn rejects_names_with_control_or_bidi_characters() {
+    for field in [
+        "meshName",
+        "virtualNodeName",
+        "virtualRouterName",
+        "routeName",
+    ] {
+        for bad in [
+            "a\u{0}b",
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "a\u{9f}b",
+            "a\u{202e}b",
+            "a\u{2066}b",
+            "a\u{200f}b",
+            "a\u{61c}b",
+        ] {
+            let v = validate_name(field, bad).unwrap_err();
+            assert_eq!(v.0.len(), 1, "{field} {bad:?}: {v}");
+            assert_eq!(v.0[0].path, field);
+            assert!(
+                v.0[0]
+                    .message
+                    .starts_with("must not contain control or bidi characters, got U+"),
+                "{v}"
+            );
+        }
+    }
+    let v = validate_name("virtualNodeName", "a\u{202e}b").unwrap_err();
+    assert!(v.0[0].message.ends_with("got U+202E"), "{v}");
+    // Visible unicode, spaces and punctuation stay valid.
+    for ok in [
+        "ünïcødé-名前",
+        "a b",
+        "x:y",
+        "p+q",
+        "pct%2Fname",
+        "e\u{301}",
+    ] {
+        assert!(validate_name("virtualNodeName", ok).is_ok(), "{ok:?}");
+    }
+}
+
+#[test]
+fn rejects_slash_only_in_names_that_become_node_ids() {
+    for field in ["meshName", "virtualNodeName", "virtualGatewayName"] {
+        let v = validate_name(field, "a/b").unwrap_err();
+        assert_eq!(v.0.len(), 1);
+        assert_eq!(v.0[0].path, field);
+        assert!(v.0[0].message.starts_with("must not contain \"/\""), "{v}");
+    }
+    for field in [
+        "virtualServiceName",
+        "virtualRouterName",
+        "routeName",
+        "gatewayRouteName",
+    ] {
+        assert!(validate_name(field, "a/b").is_ok(), "{field}");
     }
 }
 

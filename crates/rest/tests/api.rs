@@ -577,18 +577,74 @@ async fn percent_encoded_names_stay_one_segment() {
     let api = Api::new();
     api.put("/meshes", json!({"meshName": "a b"})).await.ok();
     api.put(
-        "/meshes/a%20b/virtualNodes",
-        json!({"virtualNodeName": "x/y:z", "spec": {}}),
+        "/meshes/a%20b/virtualRouters",
+        json!({"virtualRouterName": "x/y:z", "spec": {}}),
     )
     .await
     .ok();
-    let d = api.get("/meshes/a%20b/virtualNodes/x%2Fy%3Az").await.ok();
-    assert_eq!(d["virtualNodeName"], "x/y:z");
+    let d = api.get("/meshes/a%20b/virtualRouters/x%2Fy%3Az").await.ok();
+    assert_eq!(d["virtualRouterName"], "x/y:z");
     assert_eq!(d["meshName"], "a b");
+    // `:` and spaces stay valid in a virtual node name; `/` does not (see below).
+    api.put(
+        "/meshes/a%20b/virtualNodes",
+        json!({"virtualNodeName": "x y:z", "spec": {}}),
+    )
+    .await
+    .ok();
+    let d = api.get("/meshes/a%20b/virtualNodes/x%20y%3Az").await.ok();
+    assert_eq!(d["virtualNodeName"], "x y:z");
     // A literal `+` is not a space.
     api.put("/meshes", json!({"meshName": "p+q"})).await.ok();
     api.get("/meshes/p%2Bq").await.ok();
     api.get("/meshes/p%20q").await.err(404, "NotFoundException");
+}
+
+/// Issue 16: names that become Envoy node ids (`mesh/<mesh>/virtualNode/<name>`) refuse
+/// `/`; every name refuses control and bidi characters; the message names the field.
+#[tokio::test]
+async fn unusable_names_are_rejected_naming_the_field() {
+    let api = Api::new();
+    let msg = api
+        .put("/meshes", json!({"meshName": "a/b"}))
+        .await
+        .err(400, "BadRequestException");
+    assert!(msg.starts_with("meshName: must not contain \"/\""), "{msg}");
+    api.put("/meshes", json!({"meshName": "m"})).await.ok();
+    for (coll, field) in [
+        ("virtualNodes", "virtualNodeName"),
+        ("virtualGateways", "virtualGatewayName"),
+    ] {
+        let msg = api
+            .put(
+                &format!("/meshes/m/{coll}"),
+                json!({field: "x/y", "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}}),
+            )
+            .await
+            .err(400, "BadRequestException");
+        assert!(
+            msg.starts_with(&format!("{field}: must not contain \"/\"")),
+            "{msg}"
+        );
+    }
+    for bad in ["n\nforged", "n\u{0}", "n\u{202e}gnp.exe", "n\u{85}"] {
+        let msg = api
+            .put(
+                "/meshes/m/virtualRouters",
+                json!({"virtualRouterName": bad, "spec": {}}),
+            )
+            .await
+            .err(400, "BadRequestException");
+        assert!(
+            msg.starts_with("virtualRouterName: must not contain control or bidi characters"),
+            "{msg}"
+        );
+    }
+    // Nothing was created by the refused calls.
+    let l = api.get("/meshes/m/virtualNodes").await.ok();
+    assert_eq!(l["virtualNodes"], json!([]));
+    let l = api.get("/meshes").await.ok();
+    assert_eq!(l["meshes"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

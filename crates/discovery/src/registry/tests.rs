@@ -373,3 +373,49 @@ async fn endpoint_index_reports_changed_services_only() {
     assert!(idx.delete(&key).is_some());
     assert!(idx.is_empty());
 }
+
+/// serde builds a struct from a JSON list of its members; requests take objects only.
+#[tokio::test]
+async fn a_list_where_a_structure_belongs_is_invalid_input() {
+    let r = registry();
+    let op = ok(&r, "CreateHttpNamespace", json!({"Name": "apps"})).await;
+    let got = ok(
+        &r,
+        "GetOperation",
+        json!({"OperationId": op["OperationId"]}),
+    )
+    .await;
+    let ns = got["Operation"]["Targets"]["NAMESPACE"].clone();
+    // The object form is served; the same members as a list are not.
+    ok(&r, "GetNamespace", json!({"Id": ns})).await;
+    assert_eq!(
+        err(&r, "GetNamespace", json!([ns])).await,
+        ErrorCode::SerializationException
+    );
+    let cases = [
+        (
+            "ListNamespaces",
+            json!({"Filters": [["TYPE", ["HTTP"], "EQ"]]}),
+            "Filters[0]",
+        ),
+        (
+            "CreateHttpNamespace",
+            json!({"Name": "other", "Tags": [{"Key": "k", "Value": "v"}, ["k", "v"]]}),
+            "Tags[1]",
+        ),
+    ];
+    for (op, body, at) in cases {
+        let e = r.call(op, body.clone()).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidInput, "{op} {body}");
+        assert_eq!(
+            e.message,
+            format!("invalid request: {at} must be a JSON object, got a list")
+        );
+    }
+    let v = ok(&r, "ListNamespaces", json!({})).await;
+    assert_eq!(
+        v["Namespaces"].as_array().unwrap().len(),
+        1,
+        "nothing created: {v}"
+    );
+}

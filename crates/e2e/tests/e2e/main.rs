@@ -19,5 +19,6 @@ mod late_node;
 mod live_update;
 mod matching;
 mod nack;
+mod port_match;
 mod retry_timeout;
 mod weighted;

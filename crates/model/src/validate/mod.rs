@@ -259,11 +259,47 @@ pub fn validate_spec(spec: &Spec) -> Result<(), Violations> {
     c.finish()
 }
 
-/// Validates a resource name (`ResourceName`: 1..255 characters).
+/// The name fields whose value becomes part of an Envoy node id
+/// (`mesh/<mesh>/virtualNode/<name>`, `mesh/<mesh>/virtualGateway/<name>`).
+pub const NODE_ID_NAME_FIELDS: [&str; 3] = ["meshName", "virtualNodeName", "virtualGatewayName"];
+
+/// Validates a resource name (`ResourceName`: 1..255 characters) given as `field`.
+///
+/// Decision: the model sets no pattern on `ResourceName`, but a name must be usable.
+/// Every name refuses control characters (C0, DEL, C1) and Unicode bidi controls: no
+/// proxy, log line or terminal shows them faithfully. The names in
+/// [`NODE_ID_NAME_FIELDS`] also refuse `/`, which would make the node id
+/// `mesh/<mesh>/virtualNode/<name>` (and the ARN) ambiguous, so no proxy could ever
+/// connect as that node. Other kinds keep `/` (virtual service names, routers, routes).
 pub fn validate_name(field: &str, name: &str) -> Result<(), Violations> {
     let mut c = Checker::default();
     c.len(field, name, 1, 255);
+    if let Some(bad) = name.chars().find(|&ch| is_unusable_in_name(ch)) {
+        c.report(
+            field,
+            format!(
+                "must not contain control or bidi characters, got U+{:04X}",
+                u32::from(bad)
+            ),
+        );
+    }
+    if NODE_ID_NAME_FIELDS.contains(&field) && name.contains('/') {
+        c.report(
+            field,
+            "must not contain \"/\": it becomes part of the Envoy node id mesh/<mesh>/<kind>/<name>",
+        );
+    }
     c.finish()
+}
+
+/// C0, DEL and C1 controls, and the Unicode bidi controls (embeddings, overrides,
+/// isolates and marks) that can make a name display as a different one.
+fn is_unusable_in_name(ch: char) -> bool {
+    ch.is_control()
+        || matches!(
+            ch,
+            '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Validates tags: `TagKey` is 1..128 characters and `TagValue` 0..256 characters.

@@ -89,11 +89,13 @@ fn http_route(c: &mut Checker, path: &str, r: &HttpRoute) {
 
 /// `HttpRouteMatch`.
 ///
-/// Decision: a route match needs exactly one of `prefix` or `path`. The model makes
-/// both optional, but the docs describe `prefix` as the way to match everything (`/`),
-/// the console requires a prefix or path, and an Envoy route needs exactly one path
-/// specifier, so a match without either has no meaning and one with both is ambiguous.
-/// (Gateway routes are different, see `gateway_route`.) `prefix` must start with `/`.
+/// Decision: a route match needs at most one of `prefix` or `path`, and one of them
+/// unless `port` is set. The model makes both optional; App Mesh accepts a match on
+/// `port` alone (AWS's howto-multiple-listeners example routes by port only), which
+/// matches every request arriving on that listener port (translated as prefix `/`).
+/// A match with neither and no port has no stated meaning, and one with both is
+/// ambiguous. (Gateway routes are different, see `gateway_route`.) `prefix` must start
+/// with `/`.
 ///
 /// `scheme` is accepted on `httpRoute` too: the docs say it is only *applicable* to
 /// http2 routes, which reads as "ignored", not "invalid".
@@ -105,7 +107,10 @@ fn http_route_match(c: &mut Checker, path: &str, m: &HttpRouteMatch) {
         c.known(&format!("{path}.method"), method);
     }
     match (&m.prefix, &m.path) {
-        (None, None) => c.report(path, "exactly one of prefix, path must be set, got none"),
+        (None, None) if m.port.is_none() => c.report(
+            path,
+            "exactly one of prefix, path must be set (or port alone), got none",
+        ),
         (Some(_), Some(_)) => c.report(
             path,
             "exactly one of prefix, path must be set, got prefix and path",
