@@ -35,6 +35,7 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use meshplane_xds::LogLimiter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
@@ -115,12 +116,6 @@ struct WatchedBody {
 
 /// Decrements the in-flight count when a request's handling ends or is cancelled.
 struct InFlight(Arc<Activity>);
-
-/// At most one log line per [`WARN_INTERVAL`], counting the events in between.
-struct Throttle {
-    last: Option<Instant>,
-    pending: u64,
-}
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (the soft default of 1,024 is reached by
 /// a thousand idle clients) and logs both. Never fails: the limits are only logged.
@@ -204,8 +199,8 @@ pub async fn serve_api(
     let permits = Arc::new(Semaphore::new(max as usize));
     let (closing_tx, closing_rx) = watch::channel(false);
     let args = Arc::new(args);
-    let mut refused = Throttle::new();
-    let mut accept_errors = Throttle::new();
+    let refused = LogLimiter::new(WARN_INTERVAL);
+    let accept_errors = LogLimiter::new(WARN_INTERVAL);
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -218,8 +213,8 @@ pub async fn serve_api(
                 // EMFILE/ENFILE/ENOBUFS/ENOMEM persist until something closes: pause instead
                 // of spinning. Per-connection errors (ECONNABORTED, ...) need no pause.
                 let exhausted = is_resource_exhaustion(&e);
-                if let Some(n) = accept_errors.event() {
-                    tracing::warn!(error = %e, errors = n, "api accept failed");
+                if let Some(skipped) = accept_errors.permit() {
+                    tracing::warn!(error = %e, errors = skipped + 1, "api accept failed");
                 }
                 if exhausted {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -231,10 +226,10 @@ pub async fn serve_api(
             // Accepting and closing keeps the kernel backlog from filling, so the client gets
             // a prompt close rather than a hanging connect.
             drop(stream);
-            if let Some(n) = refused.event() {
+            if let Some(skipped) = refused.permit() {
                 tracing::warn!(
                     max_connections = max,
-                    refused = n,
+                    refused = skipped + 1,
                     "api connection limit reached, closing new connections (raise --api-max-connections)"
                 );
             }
@@ -534,34 +529,6 @@ impl hyper::body::Body for WatchedBody {
     }
 }
 
-// === impl Throttle ===
-
-impl Throttle {
-    fn new() -> Throttle {
-        Throttle {
-            last: None,
-            pending: 0,
-        }
-    }
-
-    /// Counts one event; `Some(count since the last line)` when a line is due.
-    fn event(&mut self) -> Option<u64> {
-        self.event_at(Instant::now())
-    }
-
-    fn event_at(&mut self, now: Instant) -> Option<u64> {
-        self.pending += 1;
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < WARN_INTERVAL)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.pending))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,16 +565,5 @@ mod tests {
         assert_eq!(effective_max_connections(4096, fd(Some(1024))), 512);
         assert_eq!(effective_max_connections(4096, fd(Some(20_000))), 4096);
         assert_eq!(effective_max_connections(4096, fd(None)), 4096);
-    }
-
-    #[test]
-    fn throttle_logs_once_per_interval_with_the_count() {
-        let t0 = Instant::now();
-        let mut t = Throttle::new();
-        assert_eq!(t.event_at(t0), Some(1));
-        assert_eq!(t.event_at(t0 + Duration::from_secs(1)), None);
-        assert_eq!(t.event_at(t0 + Duration::from_secs(9)), None);
-        assert_eq!(t.event_at(t0 + WARN_INTERVAL), Some(3));
-        assert_eq!(t.event_at(t0 + WARN_INTERVAL), None);
     }
 }

@@ -69,7 +69,10 @@ mod tests {
         assert!(waits > 2, "{waits}");
         assert!(took >= budget, "{took:?}");
         // At most one wait (bounded by MAX) starts before the budget runs out.
-        assert!(took < budget + Backoff::MAX + Duration::from_millis(100), "{took:?}");
+        assert!(
+            took < budget + Backoff::MAX + Duration::from_millis(100),
+            "{took:?}"
+        );
         assert_eq!(b.bound, Backoff::MAX);
     }
 }
