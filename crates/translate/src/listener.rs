@@ -63,6 +63,10 @@ pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>)
             ..Default::default()
         }],
         access_log,
+        // Tracing on: the provider (X-Ray, Datadog, Zipkin/Jaeger, OpenTelemetry) is the one
+        // the proxy's bootstrap declares, chosen by App Mesh's image variables; without one
+        // Envoy uses its null tracer and this costs nothing but a request-id flag.
+        tracing: Some(http_connection_manager::Tracing::default()),
         ..Default::default()
     };
     Filter {
