@@ -324,8 +324,18 @@ fn valid_ip(a: Option<&str>) -> Option<&str> {
 
 /// The `ORIGINAL_DST` pass-through cluster used under `ALLOW_ALL`.
 pub(crate) fn passthrough_cluster(mesh: &str) -> Cluster {
+    original_dst_cluster(names::passthrough_cluster(mesh))
+}
+
+/// `cds_egress_<mesh>_amazonaws`: forwards intercepted TLS connections whose SNI is
+/// `*.amazonaws.com` to their original destination (what the application resolved).
+pub(crate) fn amazonaws_cluster(mesh: &str) -> Cluster {
+    original_dst_cluster(names::amazonaws_cluster(mesh))
+}
+
+fn original_dst_cluster(name: String) -> Cluster {
     Cluster {
-        name: names::passthrough_cluster(mesh),
+        name,
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::OriginalDst as i32,
         )),
