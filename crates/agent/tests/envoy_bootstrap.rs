@@ -244,6 +244,54 @@ fn every_variable_is_rendered_and_accepted_by_envoy() {
             },
         ),
         case(
+            "xray-defaults",
+            &[("ENABLE_ENVOY_XRAY_TRACING", "1")],
+            |v| {
+                let t = &v["tracing"]["http"];
+                assert_eq!(t["name"], "envoy.tracers.xray");
+                assert_eq!(t["typed_config"]["daemon_endpoint"]["port_value"], 2000);
+                assert_eq!(t["typed_config"]["segment_name"], "colorapp/front");
+            },
+        ),
+        case(
+            "xray-custom",
+            &[
+                ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+                (
+                    "AWS_XRAY_DAEMON_ADDRESS",
+                    "tcp:127.0.0.1:2000 udp:127.0.0.5:2005",
+                ),
+                ("XRAY_SAMPLING_RATE", "0.5"),
+                ("XRAY_SEGMENT_NAME", "front-segment"),
+            ],
+            |v| {
+                let t = &v["tracing"]["http"]["typed_config"];
+                assert_eq!(t["daemon_endpoint"]["address"], "127.0.0.5");
+                assert_eq!(t["daemon_endpoint"]["port_value"], 2005);
+                assert_eq!(t["segment_name"], "front-segment");
+            },
+        ),
+        case(
+            "datadog",
+            &[
+                ("ENABLE_ENVOY_DATADOG_TRACING", "1"),
+                ("DATADOG_TRACER_ADDRESS", "localhost"),
+                ("DD_SERVICE", "front"),
+            ],
+            |v| {
+                let t = &v["tracing"]["http"];
+                assert_eq!(t["name"], "envoy.tracers.datadog");
+                assert_eq!(t["typed_config"]["service_name"], "front");
+                let c = cluster(v, "datadog_agent");
+                assert_eq!(c["type"], "STRICT_DNS");
+                assert_eq!(
+                    c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                        ["socket_address"]["port_value"],
+                    8126
+                );
+            },
+        ),
+        case(
             "files-and-sds",
             &[
                 ("ENABLE_ENVOY_STATS_TAGS", "1"),

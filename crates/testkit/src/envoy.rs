@@ -42,6 +42,9 @@ pub struct EnvoyOptions {
     pub flavor: XdsFlavor,
     /// `-l` (default `info`, so config updates and rejections are in the log).
     pub log_level: String,
+    /// App Mesh image variables given to `meshplane envoy bootstrap` (e.g. a tracer's), on
+    /// top of the otherwise cleared environment.
+    pub env: Vec<(String, String)>,
 }
 
 impl EnvoyOptions {
@@ -52,6 +55,7 @@ impl EnvoyOptions {
             xds,
             flavor,
             log_level: "info".to_owned(),
+            env: Vec::new(),
         }
     }
 }
@@ -307,6 +311,7 @@ pub fn bootstrap_yaml(opts: &EnvoyOptions, admin: SocketAddr, admin_log: &Path) 
     let mut cmd = Command::new(&bin);
     cmd.env_clear()
         .env("ENVOY_ADMIN_ACCESS_LOG_FILE", admin_log)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .args(["envoy", "bootstrap", "--node-id", &opts.node_id])
         .args(["--xds-address", &opts.xds.to_string(), "--xds-api", api])
         .args(["--admin-port", &admin.port().to_string()]);

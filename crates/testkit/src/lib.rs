@@ -22,6 +22,7 @@
 //! itself. Every wait is bounded and fails with a message naming what it waited for.
 #![forbid(unsafe_code)]
 
+pub mod collector;
 pub mod control_plane;
 pub mod envoy;
 pub mod grpc;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use collector::{HttpCollector, Received, UdpCollector};
 pub use control_plane::ControlPlane;
 pub use envoy::{Envoy, EnvoyOptions, XdsFlavor};
 pub use grpc::GrpcBackend;

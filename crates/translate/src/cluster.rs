@@ -210,8 +210,11 @@ fn dns_lookup_family(p: Option<&IpPreference>) -> cluster::DnsLookupFamily {
         Some(IpPreference::Ipv6Only) => cluster::DnsLookupFamily::V6Only,
         Some(IpPreference::Ipv6Preferred) => cluster::DnsLookupFamily::Auto,
         Some(IpPreference::Ipv4Preferred) => cluster::DnsLookupFamily::V4Preferred,
-        // IPv4_ONLY, no preference (App Mesh's historical IPv4 behaviour) and unknown values.
-        _ => cluster::DnsLookupFamily::V4Only,
+        Some(IpPreference::Ipv4Only) => cluster::DnsLookupFamily::V4Only,
+        // No preference: App Mesh's resolver "will prefer IPv6 and fall back to IPv4" (the
+        // howto-ipv6 walkthrough's table), which is Envoy's AUTO. Unknown values never pass
+        // validation; AUTO is the least surprising reading should one slip through.
+        None | Some(IpPreference::Unknown(_)) => cluster::DnsLookupFamily::Auto,
     }
 }
 
@@ -321,8 +324,18 @@ fn valid_ip(a: Option<&str>) -> Option<&str> {
 
 /// The `ORIGINAL_DST` pass-through cluster used under `ALLOW_ALL`.
 pub(crate) fn passthrough_cluster(mesh: &str) -> Cluster {
+    original_dst_cluster(names::passthrough_cluster(mesh))
+}
+
+/// `cds_egress_<mesh>_amazonaws`: forwards intercepted TLS connections whose SNI is
+/// `*.amazonaws.com` to their original destination (what the application resolved).
+pub(crate) fn amazonaws_cluster(mesh: &str) -> Cluster {
+    original_dst_cluster(names::amazonaws_cluster(mesh))
+}
+
+fn original_dst_cluster(name: String) -> Cluster {
     Cluster {
-        name: names::passthrough_cluster(mesh),
+        name,
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::OriginalDst as i32,
         )),

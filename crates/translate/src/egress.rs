@@ -20,6 +20,13 @@
 //! Under `ALLOW_ALL` every HTTP route configuration gets a last `*` virtual host and the
 //! listener a default filter chain, both to the `ORIGINAL_DST` pass-through cluster.
 //!
+//! Under `DROP_ALL` a last filter chain keeps AWS APIs reachable, as App Mesh does: TLS
+//! connections to port 443 whose SNI matches `*.amazonaws.com` (read by `tls_inspector`, which
+//! runs for port 443 only) are forwarded by a TCP proxy to `cds_egress_<mesh>_amazonaws`, an
+//! `ORIGINAL_DST` cluster (the address the application resolved; TLS stays end to end). Other
+//! SNIs on 443 match no chain and are closed. So the egress listener exists even for a node
+//! without backends.
+//!
 //! Explicit mode ([`crate::TranslateOptions::listen_address`]): the listener binds that
 //! address, and also each egress destination port on it (`additional_addresses`), so an
 //! application without iptables reaches a port's filter chain by calling that port.
@@ -48,13 +55,16 @@ use meshplane_model::virtual_node::Listener as NodeListener;
 use meshplane_model::virtual_service::VirtualServiceProvider;
 use meshplane_model::{ResourceId, ResourceKind};
 
-use crate::listener::{Routes, hcm, original_dst, tcp_proxy};
+use crate::listener::{Routes, hcm, original_dst, tcp_proxy, tls_inspector_on};
 use crate::route::{self, OrderKey};
 use crate::virtual_node::{listen_address, listener_http_timeout, listener_tcp_idle_ms};
 use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb};
 
 /// Stat prefix of the egress HTTP connection managers and TCP proxies.
 pub(crate) const EGRESS_STAT_PREFIX: &str = "egress";
+/// The port and SNI pattern App Mesh keeps reachable under `DROP_ALL` (AWS APIs).
+const AMAZONAWS_PORT: u32 = 443;
+const AMAZONAWS_SNI: &str = "*.amazonaws.com";
 
 /// A TCP backend on one port.
 struct TcpBackend {
@@ -630,7 +640,24 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
     if allow_all {
         ctx.add_cluster(cluster::passthrough_cluster(ctx.mesh_name()));
     }
-    if chains.is_empty() && default_filter_chain.is_none() {
+    // Kept out of `chains`: explicit mode must not listen on 443 for it (the original
+    // destination of such a connection would be the listener itself).
+    let amazonaws = (!allow_all).then(|| {
+        let name = names::amazonaws_cluster(ctx.mesh_name());
+        ctx.add_cluster(cluster::amazonaws_cluster(ctx.mesh_name()));
+        FilterChain {
+            name: "egress_amazonaws".to_owned(),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(pb::u32v(i64::from(AMAZONAWS_PORT))),
+                server_names: vec![AMAZONAWS_SNI.to_owned()],
+                transport_protocol: "tls".to_owned(),
+                ..Default::default()
+            }),
+            filters: vec![tcp_proxy(EGRESS_STAT_PREFIX, &[(name, 1)], None, logs())],
+            ..Default::default()
+        }
+    });
+    if chains.is_empty() && default_filter_chain.is_none() && amazonaws.is_none() {
         // Envoy rejects a listener without filter chains; with nothing reachable, no
         // listener has the same effect (redirected connections are refused).
         return;
@@ -648,13 +675,19 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
             .collect(),
         None => Vec::new(),
     };
+    let mut listener_filters = vec![original_dst()];
+    let mut filter_chains: Vec<FilterChain> = chains.into_values().collect();
+    if let Some(c) = amazonaws {
+        filter_chains.push(c);
+        listener_filters.push(tls_inspector_on(AMAZONAWS_PORT as i32));
+    }
     let listener = Listener {
         name: names::egress_listener(port),
         address: Some(listen_address(ctx, port)),
         additional_addresses,
-        filter_chains: chains.into_values().collect(),
+        filter_chains,
         default_filter_chain,
-        listener_filters: vec![original_dst()],
+        listener_filters,
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     };

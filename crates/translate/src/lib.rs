@@ -38,12 +38,16 @@
 //!   otherwise; connect timeouts 0.25 s (ingress) and 1 s (egress); round-robin balancing;
 //! - health checks and outlier detection declared on a node's listener are applied by its
 //!   *callers* (on their egress clusters);
-//! - `DROP_ALL` by default.
+//! - `DROP_ALL` by default, with the `cds_egress_<mesh>_amazonaws` exception: TLS to
+//!   `*.amazonaws.com:443` (by SNI) still reaches its original destination;
+//! - DNS `ipPreference` unset on node and mesh: Envoy's `AUTO` (IPv6 first, then IPv4), the
+//!   local application on `127.0.0.1`, listeners on `0.0.0.0`;
+//! - every HTTP connection manager carries `tracing`; the tracer itself (X-Ray, Datadog,
+//!   Zipkin, OpenTelemetry) is declared by the proxy's bootstrap from App Mesh's variables.
 //!
 //! # Not translated yet (reported, never faked)
 //! Virtual gateways and gateway routes; listener TLS and client-policy TLS (SDS secrets);
-//! the `cds_egress_<mesh>_amazonaws` exception that lets apps reach `*.amazonaws.com` under
-//! `DROP_ALL`; tracing and stats-tag configuration (bootstrap concerns).
+//! stats-tag configuration (a bootstrap concern).
 //!
 //! # Example
 //! ```

@@ -34,6 +34,31 @@ pub(crate) fn original_dst() -> ListenerFilter {
     }
 }
 
+/// The `tls_inspector` listener filter, run only for connections to `port` (it waits for the
+/// client's first bytes, which would stall server-first protocols on other ports).
+pub(crate) fn tls_inspector_on(port: i32) -> ListenerFilter {
+    use envoy_types::pb::envoy::config::listener::v3::{
+        ListenerFilterChainMatchPredicate, listener_filter_chain_match_predicate::Rule,
+    };
+    use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    use envoy_types::pb::envoy::r#type::v3::Int32Range;
+    let on_port = ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::DestinationPortRange(Int32Range {
+            start: port,
+            end: port + 1,
+        })),
+    };
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pb::any(
+            &TlsInspector::default(),
+        ))),
+        filter_disabled: Some(ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::NotMatch(Box::new(on_port))),
+        }),
+    }
+}
+
 /// Where an HTTP connection manager gets its routes.
 pub(crate) enum Routes {
     /// Over RDS (ADS) by name.
@@ -63,6 +88,10 @@ pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>)
             ..Default::default()
         }],
         access_log,
+        // Tracing on: the provider (X-Ray, Datadog, Zipkin/Jaeger, OpenTelemetry) is the one
+        // the proxy's bootstrap declares, chosen by App Mesh's image variables; without one
+        // Envoy uses its null tracer and this costs nothing but a request-id flag.
+        tracing: Some(http_connection_manager::Tracing::default()),
         ..Default::default()
     };
     Filter {

@@ -9,6 +9,7 @@
 //! | ingress cluster | `cds_ingress_<mesh>_<node>_<proto>_<port>` |
 //! | egress cluster | `cds_egress_<mesh>_<targetNode>_<proto>_<port>` |
 //! | pass-through cluster (`ALLOW_ALL`) | `cds_egress_<mesh>_passthrough` |
+//! | `*.amazonaws.com:443` cluster (`DROP_ALL`) | `cds_egress_<mesh>_amazonaws` |
 //! | egress route configuration (RDS) | `rds_egress_http_<port>` |
 //! | ingress route configuration (inline) | `rds_ingress_<proto>_<port>` |
 //!
@@ -41,6 +42,12 @@ pub fn egress_cluster(mesh: &str, node: &str, protocol: &PortProtocol, port: i64
 /// `cds_egress_<mesh>_passthrough`: the `ORIGINAL_DST` cluster used under `ALLOW_ALL`.
 pub fn passthrough_cluster(mesh: &str) -> String {
     format!("cds_egress_{mesh}_passthrough")
+}
+
+/// `cds_egress_<mesh>_amazonaws`: the `ORIGINAL_DST` cluster that keeps `*.amazonaws.com:443`
+/// reachable under `DROP_ALL` (App Mesh's exception for AWS APIs).
+pub fn amazonaws_cluster(mesh: &str) -> String {
+    format!("cds_egress_{mesh}_amazonaws")
 }
 
 /// `rds_egress_http_<port>`: the RDS route configuration of one egress HTTP port.

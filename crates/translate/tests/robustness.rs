@@ -36,13 +36,18 @@ fn check_invariants(c: &ProxyConfig) -> Result<(), String> {
             .iter()
             .chain(l.default_filter_chain.as_ref())
             .collect();
+        // Envoy rejects two chains with the same match (port, SNIs, transport protocol).
         let ports: Vec<_> = l
             .filter_chains
             .iter()
             .map(|ch| {
-                ch.filter_chain_match
-                    .as_ref()
-                    .and_then(|m| m.destination_port.as_ref().map(|p| p.value))
+                ch.filter_chain_match.as_ref().map(|m| {
+                    (
+                        m.destination_port.as_ref().map(|p| p.value),
+                        m.server_names.clone(),
+                        m.transport_protocol.clone(),
+                    )
+                })
             })
             .collect();
         if ports.iter().collect::<BTreeSet<_>>().len() != ports.len() {

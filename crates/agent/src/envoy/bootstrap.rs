@@ -20,6 +20,17 @@ pub const XDS_CLUSTER: &str = "meshplane_xds";
 pub const JAEGER_CLUSTER: &str = "jaeger";
 /// The OpenTelemetry collector cluster.
 pub const OTEL_CLUSTER: &str = "opentelemetry_collector";
+/// The Datadog agent cluster (App Mesh's name).
+pub const DATADOG_CLUSTER: &str = "datadog_agent";
+/// App Mesh's X-Ray sampling rate: 5 % of requests (plus one a second, X-Ray's fixed target).
+const XRAY_DEFAULT_SAMPLING_RATE: &str = "0.05";
+/// The variables that each enable one tracer; App Mesh allows one at a time.
+const TRACER_VARIABLES: [&str; 4] = [
+    "ENABLE_ENVOY_XRAY_TRACING",
+    "ENABLE_ENVOY_DATADOG_TRACING",
+    "ENABLE_ENVOY_JAEGER_TRACING",
+    "ENABLE_ENVOY_OPENTELEMETRY_TRACING",
+];
 /// The SDS cluster App Mesh adds for `APPMESH_SDS_SOCKET_PATH`.
 pub const SDS_CLUSTER: &str = "static_cluster_sds_unix_socket";
 
@@ -82,8 +93,26 @@ pub enum StatsdTarget {
 }
 
 /// The one tracer App Mesh allows at a time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Tracing {
+    /// `ENABLE_ENVOY_XRAY_TRACING`: Envoy's X-Ray tracer, segments over UDP to the daemon.
+    Xray {
+        /// The daemon's IP address (Envoy's X-Ray tracer does not resolve names).
+        address: String,
+        port: u16,
+        /// `XRAY_SEGMENT_NAME`, default `<mesh>/<resource name>`.
+        segment_name: String,
+        /// The sampling rule manifest: `XRAY_SAMPLING_RULE_MANIFEST`'s file, else a default
+        /// rule at `XRAY_SAMPLING_RATE` (0.05).
+        sampling: XraySampling,
+    },
+    /// `ENABLE_ENVOY_DATADOG_TRACING`: Envoy's Datadog tracer to the agent's trace port.
+    Datadog {
+        address: String,
+        port: u16,
+        /// `DD_SERVICE`, default `envoy-<mesh>/<resource name>`.
+        service: String,
+    },
     /// `ENABLE_ENVOY_JAEGER_TRACING`: the Zipkin tracer to a Jaeger collector.
     Zipkin {
         address: String,
@@ -92,6 +121,15 @@ pub enum Tracing {
     },
     /// `ENABLE_ENVOY_OPENTELEMETRY_TRACING`: OTLP over gRPC.
     OpenTelemetry { address: String, port: u16 },
+}
+
+/// Where the X-Ray tracer's sampling rules come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum XraySampling {
+    /// A default rule: one request a second, then this fraction (0..=1).
+    Rate(f64),
+    /// `XRAY_SAMPLING_RULE_MANIFEST`: a manifest file Envoy reads itself.
+    Manifest(String),
 }
 
 /// Everything the bootstrap (and `envoy run`) needs, resolved and validated.
@@ -271,56 +309,20 @@ impl BootstrapConfig {
         });
 
         // Tracing (one at a time, as App Mesh).
-        let jaeger = opt(&mut p, env, "ENABLE_ENVOY_JAEGER_TRACING", parse_bool).unwrap_or(false);
-        let otel = opt(
-            &mut p,
-            env,
-            "ENABLE_ENVOY_OPENTELEMETRY_TRACING",
-            parse_bool,
-        )
-        .unwrap_or(false);
-        for other in ["ENABLE_ENVOY_XRAY_TRACING", "ENABLE_ENVOY_DATADOG_TRACING"] {
-            if opt(&mut p, env, other, parse_bool).unwrap_or(false) {
+        let enabled: Vec<&str> = TRACER_VARIABLES
+            .into_iter()
+            .filter(|v| opt(&mut p, env, v, parse_bool).unwrap_or(false))
+            .collect();
+        let tracing = match enabled.as_slice() {
+            [] => None,
+            [one] => resolve_tracer(&mut p, env, one, node.as_ref()),
+            many => {
                 p.push(format!(
-                    "{other}: not supported by meshplane; use ENABLE_ENVOY_JAEGER_TRACING or \
-                     ENABLE_ENVOY_OPENTELEMETRY_TRACING"
+                    "{}: only one tracer can be enabled",
+                    many.join(" and ")
                 ));
-            }
-        }
-        let tracing = match (jaeger, otel) {
-            (true, true) => {
-                p.push(
-                    "ENABLE_ENVOY_JAEGER_TRACING and ENABLE_ENVOY_OPENTELEMETRY_TRACING: only \
-                     one tracer can be enabled",
-                );
                 None
             }
-            (true, false) => {
-                let port = opt(&mut p, env, "JAEGER_TRACER_PORT", parse_port).unwrap_or(9411);
-                let address = addr(&mut p, env, "JAEGER_TRACER_ADDRESS");
-                let json = match env.get("JAEGER_TRACER_VERSION").as_deref() {
-                    None => false,
-                    Some(v) if v.eq_ignore_ascii_case("proto") => false,
-                    Some(v) if v.eq_ignore_ascii_case("json") => true,
-                    Some(v) => {
-                        p.push(format!(
-                            "JAEGER_TRACER_VERSION: expected PROTO or JSON, got `{v}`"
-                        ));
-                        false
-                    }
-                };
-                Some(Tracing::Zipkin {
-                    address,
-                    port,
-                    json,
-                })
-            }
-            (false, true) => {
-                let port = opt(&mut p, env, "OTEL_COLLECTOR_PORT", parse_port).unwrap_or(4317);
-                let address = addr(&mut p, env, "OTEL_COLLECTOR_ADDRESS");
-                Some(Tracing::OpenTelemetry { address, port })
-            }
-            (false, false) => None,
         };
 
         // Files merged into the bootstrap.
@@ -565,9 +567,69 @@ impl BootstrapConfig {
             );
         }
 
-        // Tracing.
+        // Tracing: the provider lives in the bootstrap; every HTTP connection manager the
+        // control plane sends carries `tracing`, which falls back to it (Envoy 1.40 still
+        // honours the deprecated field; the runtime layer allows deprecated features).
         match &self.tracing {
             None => {}
+            Some(Tracing::Xray {
+                address,
+                port,
+                segment_name,
+                sampling,
+            }) => {
+                let manifest = match sampling {
+                    XraySampling::Rate(rate) => json!({ "inline_string": json!({
+                        "version": 2,
+                        "rules": [],
+                        "default": { "fixed_target": 1, "rate": rate },
+                    }).to_string() }),
+                    XraySampling::Manifest(path) => json!({ "filename": path }),
+                };
+                let name_key = match self.node.kind {
+                    ProxyKind::VirtualNode => "virtual_node_name",
+                    ProxyKind::VirtualGateway => "virtual_gateway_name",
+                };
+                bootstrap.insert(
+                    "tracing".into(),
+                    json!({ "http": {
+                        "name": "envoy.tracers.xray",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.config.trace.v3.XRayConfig",
+                            "daemon_endpoint": {
+                                "protocol": "UDP", "address": address, "port_value": port,
+                            },
+                            "segment_name": segment_name,
+                            "sampling_rule_manifest": manifest,
+                            "segment_fields": {
+                                "origin": "AWS::AppMesh::Proxy",
+                                "aws": { "app_mesh": {
+                                    "mesh_name": self.node.mesh,
+                                    name_key: self.node.name,
+                                }},
+                            },
+                        },
+                    }}),
+                );
+            }
+            Some(Tracing::Datadog {
+                address,
+                port,
+                service,
+            }) => {
+                clusters.push(plain_cluster(DATADOG_CLUSTER, address, *port, false));
+                bootstrap.insert(
+                    "tracing".into(),
+                    json!({ "http": {
+                        "name": "envoy.tracers.datadog",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.config.trace.v3.DatadogConfig",
+                            "collector_cluster": DATADOG_CLUSTER,
+                            "service_name": service,
+                        },
+                    }}),
+                );
+            }
             Some(Tracing::Zipkin {
                 address,
                 port,
@@ -680,6 +742,121 @@ impl LogLevel {
             LogLevel::Off => "off",
         }
     }
+}
+
+/// The tracer enabled by `var` (one of [`TRACER_VARIABLES`]) with its own variables.
+fn resolve_tracer(
+    p: &mut Problems,
+    env: &dyn Strings,
+    var: &str,
+    node: Option<&NodeId>,
+) -> Option<Tracing> {
+    let resource = node
+        .map(|n| format!("{}/{}", n.mesh, n.name))
+        .unwrap_or_default();
+    match var {
+        "ENABLE_ENVOY_XRAY_TRACING" => {
+            let default_port = opt(p, env, "XRAY_DAEMON_PORT", parse_port).unwrap_or(2000);
+            let (address, port) = match env.get("AWS_XRAY_DAEMON_ADDRESS") {
+                None => ("127.0.0.1".to_owned(), default_port),
+                Some(v) => take(p, parse_xray_daemon(&v, default_port))?,
+            };
+            let segment_name = env.get("XRAY_SEGMENT_NAME").unwrap_or(resource);
+            let sampling = match env.get("XRAY_SAMPLING_RULE_MANIFEST") {
+                Some(path) if path.starts_with('/') => XraySampling::Manifest(path),
+                Some(path) => {
+                    p.push(format!(
+                        "XRAY_SAMPLING_RULE_MANIFEST: `{path}` is not an absolute path"
+                    ));
+                    return None;
+                }
+                None => {
+                    let raw = env
+                        .get("XRAY_SAMPLING_RATE")
+                        .unwrap_or_else(|| XRAY_DEFAULT_SAMPLING_RATE.into());
+                    match raw.trim().parse::<f64>() {
+                        Ok(r) if (0.0..=1.0).contains(&r) => XraySampling::Rate(r),
+                        _ => {
+                            p.push(format!(
+                                "XRAY_SAMPLING_RATE: expected a decimal between 0 and 1, got \
+                                 `{raw}`"
+                            ));
+                            return None;
+                        }
+                    }
+                }
+            };
+            Some(Tracing::Xray {
+                address,
+                port,
+                segment_name,
+                sampling,
+            })
+        }
+        "ENABLE_ENVOY_DATADOG_TRACING" => {
+            let port = opt(p, env, "DATADOG_TRACER_PORT", parse_port).unwrap_or(8126);
+            let address = addr(p, env, "DATADOG_TRACER_ADDRESS");
+            let service = env
+                .get("DD_SERVICE")
+                .unwrap_or_else(|| format!("envoy-{resource}"));
+            Some(Tracing::Datadog {
+                address,
+                port,
+                service,
+            })
+        }
+        "ENABLE_ENVOY_JAEGER_TRACING" => {
+            let port = opt(p, env, "JAEGER_TRACER_PORT", parse_port).unwrap_or(9411);
+            let address = addr(p, env, "JAEGER_TRACER_ADDRESS");
+            let json = match env.get("JAEGER_TRACER_VERSION").as_deref() {
+                None => false,
+                Some(v) if v.eq_ignore_ascii_case("proto") => false,
+                Some(v) if v.eq_ignore_ascii_case("json") => true,
+                Some(v) => {
+                    p.push(format!(
+                        "JAEGER_TRACER_VERSION: expected PROTO or JSON, got `{v}`"
+                    ));
+                    false
+                }
+            };
+            Some(Tracing::Zipkin {
+                address,
+                port,
+                json,
+            })
+        }
+        _ => {
+            let port = opt(p, env, "OTEL_COLLECTOR_PORT", parse_port).unwrap_or(4317);
+            let address = addr(p, env, "OTEL_COLLECTOR_ADDRESS");
+            Some(Tracing::OpenTelemetry { address, port })
+        }
+    }
+}
+
+/// Parses `AWS_XRAY_DAEMON_ADDRESS`: an IP (the port from `XRAY_DAEMON_PORT`), `ip:port`, or
+/// the X-Ray SDK form `tcp:ip:port udp:ip:port` (Envoy sends segments over UDP, so the `udp:`
+/// member is used). Names are refused: Envoy's X-Ray tracer takes an IP address only.
+fn parse_xray_daemon(v: &str, default_port: u16) -> Result<(String, u16), String> {
+    const NAME: &str = "AWS_XRAY_DAEMON_ADDRESS";
+    let t = v.trim();
+    let member = if t.contains(char::is_whitespace) {
+        t.split_whitespace()
+            .find_map(|m| m.strip_prefix("udp:"))
+            .ok_or_else(|| format!("{NAME}: `{v}` has no udp: address"))?
+    } else {
+        t.strip_prefix("udp:").unwrap_or(t)
+    };
+    let (host, port) = if member.parse::<std::net::IpAddr>().is_ok() {
+        (member.to_owned(), default_port)
+    } else {
+        parse_host_port(NAME, member)?
+    };
+    if host.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "{NAME}: `{host}` is not an IP address (Envoy's X-Ray tracer does not resolve names)"
+        ));
+    }
+    Ok((host, port))
 }
 
 fn take<T>(p: &mut Problems, r: Result<T, String>) -> Option<T> {

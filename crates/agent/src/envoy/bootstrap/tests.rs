@@ -143,14 +143,208 @@ fn only_one_tracer() {
         ("ENABLE_ENVOY_JAEGER_TRACING", "1"),
         ("ENABLE_ENVOY_OPENTELEMETRY_TRACING", "1"),
     ])
-    .unwrap_err();
-    assert!(e.to_string().contains("only one tracer"), "{e}");
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("only one tracer"), "{e}");
     let e = resolve(&[
         ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
         ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+        ("ENABLE_ENVOY_DATADOG_TRACING", "true"),
+        ("ENABLE_ENVOY_JAEGER_TRACING", "0"),
     ])
-    .unwrap_err();
-    assert!(e.to_string().contains("ENABLE_ENVOY_XRAY_TRACING"), "{e}");
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "ENABLE_ENVOY_XRAY_TRACING and ENABLE_ENVOY_DATADOG_TRACING: only one tracer can be \
+         enabled"
+    );
+}
+
+#[test]
+fn xray_follows_app_mesh_defaults() {
+    let c = resolve(&[
+        (
+            "APPMESH_RESOURCE_ARN",
+            "arn:aws:appmesh:us-west-2:111122223333:mesh/colorapp/virtualNode/front",
+        ),
+        ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tracing,
+        Some(Tracing::Xray {
+            address: "127.0.0.1".into(),
+            port: 2000,
+            segment_name: "colorapp/front".into(),
+            sampling: XraySampling::Rate(0.05),
+        })
+    );
+    let v = c.to_value();
+    let t = &v["tracing"]["http"];
+    assert_eq!(t["name"], "envoy.tracers.xray");
+    let cfg = &t["typed_config"];
+    assert_eq!(cfg["daemon_endpoint"]["protocol"], "UDP");
+    assert_eq!(cfg["daemon_endpoint"]["port_value"], 2000);
+    assert_eq!(cfg["segment_name"], "colorapp/front");
+    let manifest: serde_json::Value = serde_json::from_str(
+        cfg["sampling_rule_manifest"]["inline_string"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["default"]["rate"], 0.05);
+    assert_eq!(manifest["default"]["fixed_target"], 1);
+    assert_eq!(
+        cfg["segment_fields"]["aws"]["app_mesh"]["virtual_node_name"],
+        "front"
+    );
+    assert_eq!(cfg["segment_fields"]["origin"], "AWS::AppMesh::Proxy");
+}
+
+#[test]
+fn xray_variables() {
+    let c = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualGateway/gw"),
+        ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+        ("XRAY_DAEMON_PORT", "2001"),
+        ("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.9"),
+        ("XRAY_SAMPLING_RATE", "1"),
+        ("XRAY_SEGMENT_NAME", "edge"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tracing,
+        Some(Tracing::Xray {
+            address: "127.0.0.9".into(),
+            port: 2001,
+            segment_name: "edge".into(),
+            sampling: XraySampling::Rate(1.0),
+        })
+    );
+    assert_eq!(
+        c.to_value()["tracing"]["http"]["typed_config"]["segment_fields"]["aws"]["app_mesh"]["virtual_gateway_name"],
+        "gw"
+    );
+    // The SDK's two-protocol form: the udp member wins.
+    let c = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+        ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+        (
+            "AWS_XRAY_DAEMON_ADDRESS",
+            "tcp:127.0.0.1:2000 udp:127.0.0.2:2002",
+        ),
+        ("XRAY_SAMPLING_RULE_MANIFEST", "/etc/xray/rules.json"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tracing,
+        Some(Tracing::Xray {
+            address: "127.0.0.2".into(),
+            port: 2002,
+            segment_name: "m/n".into(),
+            sampling: XraySampling::Manifest("/etc/xray/rules.json".into()),
+        })
+    );
+    assert_eq!(
+        c.to_value()["tracing"]["http"]["typed_config"]["sampling_rule_manifest"]["filename"],
+        "/etc/xray/rules.json"
+    );
+    for (var, value, want) in [
+        (
+            "XRAY_SAMPLING_RATE",
+            "1.5",
+            "XRAY_SAMPLING_RATE: expected a decimal between 0 and 1",
+        ),
+        (
+            "XRAY_SAMPLING_RATE",
+            "five",
+            "XRAY_SAMPLING_RATE: expected a decimal",
+        ),
+        ("XRAY_DAEMON_PORT", "0", "XRAY_DAEMON_PORT: port 0"),
+        (
+            "AWS_XRAY_DAEMON_ADDRESS",
+            "xray.local:2000",
+            "is not an IP address",
+        ),
+        (
+            "AWS_XRAY_DAEMON_ADDRESS",
+            "tcp:127.0.0.1:2000 x",
+            "has no udp: address",
+        ),
+        (
+            "XRAY_SAMPLING_RULE_MANIFEST",
+            "rules.json",
+            "not an absolute path",
+        ),
+    ] {
+        let e = resolve(&[
+            ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+            ("ENABLE_ENVOY_XRAY_TRACING", "1"),
+            (var, value),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(want), "{var}={value}: {e}");
+    }
+}
+
+#[test]
+fn datadog_variables() {
+    let c = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/colorapp/virtualNode/front"),
+        ("ENABLE_ENVOY_DATADOG_TRACING", "1"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tracing,
+        Some(Tracing::Datadog {
+            address: "127.0.0.1".into(),
+            port: 8126,
+            service: "envoy-colorapp/front".into(),
+        })
+    );
+    let v = c.to_value();
+    assert_eq!(v["tracing"]["http"]["name"], "envoy.tracers.datadog");
+    assert_eq!(
+        v["tracing"]["http"]["typed_config"]["collector_cluster"],
+        "datadog_agent"
+    );
+    assert!(
+        v["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "datadog_agent")
+    );
+    let c = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/colorapp/virtualNode/front"),
+        ("ENABLE_ENVOY_DATADOG_TRACING", "1"),
+        ("DATADOG_TRACER_ADDRESS", "dd-agent.local"),
+        ("DATADOG_TRACER_PORT", "8127"),
+        ("DD_SERVICE", "front"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.tracing,
+        Some(Tracing::Datadog {
+            address: "dd-agent.local".into(),
+            port: 8127,
+            service: "front".into(),
+        })
+    );
+    let e = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/colorapp/virtualNode/front"),
+        ("ENABLE_ENVOY_DATADOG_TRACING", "1"),
+        ("DATADOG_TRACER_ADDRESS", "bad host"),
+        ("DATADOG_TRACER_PORT", "70000"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DATADOG_TRACER_ADDRESS") && e.contains("DATADOG_TRACER_PORT"),
+        "{e}"
+    );
 }
 
 #[test]
