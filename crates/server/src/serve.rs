@@ -21,6 +21,7 @@ use meshplane_rest::{ApiConfig, ApiMetrics, MeshService, Quotas};
 use meshplane_store::Store;
 use meshplane_translate::TranslateOptions;
 use meshplane_xds::{SnapshotCache, XdsServer, XdsServerConfig};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -125,8 +126,33 @@ impl ServeArgs {
 struct OpsState {
     store: Arc<dyn Store>,
     registry: Arc<Mutex<Registry>>,
+    xds_load: XdsLoad,
     xds: XdsServer,
     state: crate::reconcile::SharedState,
+}
+
+/// Open xDS connections and ADS streams, read from the server when `/metrics` is scraped.
+#[derive(Clone, Default)]
+struct XdsLoad {
+    connections: Gauge,
+    streams: Gauge,
+}
+
+impl XdsLoad {
+    fn register(registry: &mut Registry) -> XdsLoad {
+        let load = XdsLoad::default();
+        registry.register(
+            "meshplane_xds_connections",
+            "Open connections to the xDS port (capped by --xds-max-connections)",
+            load.connections.clone(),
+        );
+        registry.register(
+            "meshplane_xds_streams",
+            "Open ADS streams over all connections",
+            load.streams.clone(),
+        );
+        load
+    }
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -169,6 +195,7 @@ async fn serve(
     let mut registry = Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut registry));
     let xds_metrics = XdsMetrics::register(&mut registry);
+    let xds_load = XdsLoad::register(&mut registry);
 
     // xDS: the reconciler fills the snapshot cache; the server streams it to Envoy.
     let cache = SnapshotCache::new();
@@ -191,6 +218,7 @@ async fn serve(
     let ops = OpsState {
         store: store.clone(),
         registry: Arc::new(Mutex::new(registry)),
+        xds_load,
         xds: xds.clone(),
         state: state.clone(),
     };
@@ -395,6 +423,12 @@ async fn proxy_config(
 }
 
 async fn metrics(State(st): State<OpsState>) -> impl IntoResponse {
+    st.xds_load
+        .connections
+        .set(i64::try_from(st.xds.connections()).unwrap_or(i64::MAX));
+    st.xds_load
+        .streams
+        .set(i64::try_from(st.xds.streams()).unwrap_or(i64::MAX));
     let mut body = String::new();
     let encoded = match st.registry.lock() {
         Ok(reg) => prometheus_client::encoding::text::encode(&mut body, &reg).is_ok(),

@@ -64,7 +64,6 @@ async fn made_up_node_ids_leave_no_series_and_no_memory_behind() {
         "rss grew from {before} kB to {last} kB in the last round: {rss:?}"
     );
     eprintln!("took {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[tokio::test]
@@ -109,6 +108,13 @@ async fn xds_max_connections_caps_connections_and_frees_slots() {
         }
     }
     assert_eq!((open.len(), closed), (50, 10));
+    // The gauges read the server's own counts: 50 connections, none with an ADS stream.
+    let metrics = cp.metrics().await;
+    assert!(
+        metrics.contains("\nmeshplane_xds_connections 50\n")
+            && metrics.contains("\nmeshplane_xds_streams 0\n"),
+        "{metrics}"
+    );
     let log = cp.log();
     let lines: Vec<&str> = log
         .lines()
