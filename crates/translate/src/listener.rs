@@ -44,15 +44,23 @@ pub(crate) enum Routes {
 
 /// An HTTP connection manager filter (codec auto-detected: HTTP/1.1 and h2c).
 pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>) -> Filter {
-    hcm_with(stat_prefix, routes, access_log, Vec::new())
+    hcm_with(
+        stat_prefix,
+        routes,
+        access_log,
+        Vec::new(),
+        Router::default(),
+    )
 }
 
-/// An HTTP connection manager filter with `filters` before the router.
+/// An HTTP connection manager filter with `filters` before the router, and the router's
+/// own configuration.
 pub(crate) fn hcm_with(
     stat_prefix: &str,
     routes: Routes,
     access_log: Vec<AccessLog>,
     filters: Vec<HttpFilter>,
+    router: Router,
 ) -> Filter {
     let route_specifier = match routes {
         Routes::Rds(name) => http_connection_manager::RouteSpecifier::Rds(Rds {
@@ -69,9 +77,7 @@ pub(crate) fn hcm_with(
             .into_iter()
             .chain([HttpFilter {
                 name: "envoy.filters.http.router".to_owned(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(
-                    &Router::default(),
-                ))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(&router))),
                 ..Default::default()
             }])
             .collect(),

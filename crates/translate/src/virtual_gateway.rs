@@ -38,8 +38,9 @@
 //!   DISABLED` keeps the path; `prefix.value` replaces the matched prefix with the value;
 //!   `path.exact` replaces the whole path (the query string is kept). The Host becomes the
 //!   target service's name unless `hostname.defaultTargetHostname: DISABLED`; the client's
-//!   Host is kept in `x-envoy-original-host` when rewritten. gRPC routes rewrite the Host
-//!   only;
+//!   Host is kept in `x-envoy-original-host` (set by hop 1's router on its rewrite; hop 2's
+//!   router suppresses its Envoy headers so it does not overwrite it). gRPC routes rewrite
+//!   the Host only;
 //! - `match.port` selects the gateway listener; a route without it applies to every listener
 //!   of its kind (`httpRoute` ↔ http, `http2Route` ↔ http2, `grpcRoute` ↔ grpc);
 //! - `target.port` selects the provider's listener; without it the provider must serve the
@@ -63,6 +64,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route::Action, route_action,
 };
 use envoy_types::pb::envoy::extensions::filters::http::health_check::v3::HealthCheck as HealthCheckFilter;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
 };
@@ -81,7 +83,7 @@ use meshplane_model::virtual_node::{
 use meshplane_model::{GatewayRouteSpec, ProxyKind, ResourceId, VirtualGatewaySpec};
 
 use crate::egress::{self, EGRESS_STAT_PREFIX, Egress};
-use crate::listener::{Routes, hcm, hcm_with};
+use crate::listener::{Routes, hcm_with};
 use crate::route::{self, OrderKey};
 use crate::virtual_node::{INGRESS_STAT_PREFIX, listen_address};
 use crate::{
@@ -92,8 +94,6 @@ use crate::{
 /// Header carrying, from hop 1 to hop 2, the Host the backend must see. Hop 1 overwrites
 /// it on every request, so a client cannot choose it.
 pub(crate) const FINAL_HOST_HEADER: &str = "x-meshplane-host";
-/// Header keeping the client's Host when hop 1 rewrites it (App Mesh's name).
-pub(crate) const ORIGINAL_HOST_HEADER: &str = "x-envoy-original-host";
 
 /// Translates gateway `name`'s proxy configuration into `out`.
 pub(crate) fn translate(
@@ -212,7 +212,18 @@ fn hop2(ctx: &mut Ctx<'_>, eg: &Egress) -> Targets {
         address: Some(pb::socket(&hop2_ip(ctx), port, false)),
         filter_chains: vec![FilterChain {
             name: format!("egress_gateway_{port}"),
-            filters: vec![hcm(EGRESS_STAT_PREFIX, Routes::Rds(rc_name), logs)],
+            // Hop 1 already recorded the client's Host in `x-envoy-original-host` (Envoy
+            // does on a host rewrite); hop 2's own rewrite must not overwrite it.
+            filters: vec![hcm_with(
+                EGRESS_STAT_PREFIX,
+                Routes::Rds(rc_name),
+                logs,
+                Vec::new(),
+                Router {
+                    suppress_envoy_headers: true,
+                    ..Default::default()
+                },
+            )],
             ..Default::default()
         }],
         traffic_direction: TrafficDirection::Outbound as i32,
@@ -435,6 +446,7 @@ fn listener(
                 Routes::Rds(rc_name),
                 logs,
                 filters,
+                Router::default(),
             )],
             ..Default::default()
         }],
@@ -697,19 +709,14 @@ fn gateway_route(
             )
         }
     };
-    let mut headers = Vec::new();
-    if keep_host {
-        headers.push(set_header(
-            FINAL_HOST_HEADER,
-            "%REQ(:authority)%".to_owned(),
-        ));
+    // Evaluated before the host rewrite below, so `%REQ(:authority)%` is the client's Host.
+    // Envoy itself keeps that Host in `x-envoy-original-host` when it rewrites it.
+    let final_host = if keep_host {
+        "%REQ(:authority)%".to_owned()
     } else {
-        headers.push(set_header(FINAL_HOST_HEADER, literal(&vs)));
-        headers.push(set_header(
-            ORIGINAL_HOST_HEADER,
-            "%REQ(:authority)%".to_owned(),
-        ));
-    }
+        literal(&vs)
+    };
+    let headers = vec![set_header(FINAL_HOST_HEADER, final_host)];
     let action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
         // Hop 2 (the router's routes) owns the timeout and retries.
