@@ -13,6 +13,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use meshplane_testkit::grpc::{self, GrpcBackend};
 use meshplane_testkit::{
     ControlPlane, Envoy, HttpBackend, Target, XdsFlavor, addr, free_port, loopback_ip,
 };
@@ -459,4 +460,128 @@ async fn a_gateway_route_change_under_load_converges_without_failures() {
     );
     // The change reached Envoy as RDS only: no listener was rebuilt.
     assert_eq!(envoy.stat("listener_manager.listener_modified").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
+    let w = World::new("gw3").await;
+    let (cp, mesh) = (&w.cp, w.mesh.as_str());
+    let greeter = GrpcBackend::start("greeter-backend").await;
+    let echo = GrpcBackend::start("echo-backend").await;
+    let web = HttpBackend::start("web").await;
+    w.backend_node("greeter", "grpc", greeter.port()).await;
+    w.backend_node("echo", "grpc", echo.port()).await;
+    w.backend_node("web", "http", web.port()).await;
+    let rport = free_port();
+    w.router("greeter-router", "grpc", rport).await;
+    w.service("greeter.local", "greeter-router").await;
+    w.route(
+        "greeter-router",
+        "all",
+        json!({"grpcRoute": {"match": {"serviceName": "demo.Greeter"}, "action": {"weightedTargets": weighted(&[("greeter", 1)])}}}),
+    )
+    .await;
+    for (vs, node) in [("echo.local", "echo"), ("web.local", "web")] {
+        cp.create_virtual_service(
+            mesh,
+            vs,
+            json!({"provider": {"virtualNode": {"virtualNodeName": node}}}),
+        )
+        .await;
+    }
+    let (hport, gport) = (free_port(), free_port());
+    let ip = loopback_ip();
+    cp.call(
+        "PUT",
+        &format!("/v20190125/meshes/{mesh}/virtualGateways"),
+        Some(json!({
+            "virtualGatewayName": "gw",
+            "spec": {"listeners": [
+                {"portMapping": {"port": hport, "protocol": "http"}},
+                {"portMapping": {"port": gport, "protocol": "grpc"}, "connectionPool": {"grpc": {"maxRequests": 100}}}
+            ]},
+            "tags": [{"key": "meshplane.io/listen-address", "value": ip.to_string()}],
+        })),
+    )
+    .await;
+    let grpc_to = |vs: &str, m: Value| json!({"grpcRoute": {"match": m, "action": {"target": {"virtualService": {"virtualServiceName": vs}}}}});
+    gateway_route(
+        cp,
+        mesh,
+        "gw",
+        "greeter",
+        grpc_to(
+            "greeter.local",
+            json!({"port": gport, "serviceName": "demo.Greeter", "hostname": {"exact": "api.example.com"}}),
+        ),
+    )
+    .await;
+    gateway_route(
+        cp,
+        mesh,
+        "gw",
+        "echo",
+        grpc_to(
+            "echo.local",
+            json!({"port": gport, "serviceName": "demo.Echo"}),
+        ),
+    )
+    .await;
+    gateway_route(
+        cp,
+        mesh,
+        "gw",
+        "web",
+        to("web.local", json!({"prefix": "/", "port": hport}), None),
+    )
+    .await;
+    let node_id = format!("mesh/{mesh}/virtualGateway/gw");
+    let envoy = Envoy::start(&node_id, cp.xds_addr(), XdsFlavor::Delta);
+    envoy.wait_live().await;
+    let via = addr(ip, gport);
+    let api = format!("api.example.com:{gport}");
+    eventually("the gateway serves gRPC", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move {
+            grpc::call(via, &api, "/demo.Greeter/Hello", "hi")
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        }
+    })
+    .await;
+    let self_redirect =
+        format!("cluster.cds_ingress_{mesh}_gw_self_redirect_grpc_{gport}.upstream_rq_total");
+    let before = envoy.stat(&self_redirect).await;
+    let pong = grpc::call(via, &api, "/demo.Greeter/Hello", "hi")
+        .await
+        .expect("greeter through the gateway");
+    assert_eq!(
+        (pong.backend.as_str(), pong.method.as_str()),
+        ("greeter-backend", "/demo.Greeter/Hello"),
+        "gRPC routes keep the path (host rewrite only)"
+    );
+    let err = grpc::call(
+        via,
+        &format!("other.example.com:{gport}"),
+        "/demo.Greeter/Hello",
+        "hi",
+    )
+    .await
+    .expect_err("hostname mismatch must not route");
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    let pong = grpc::call(via, "anything.local", "/demo.Echo/Echo", "x")
+        .await
+        .expect("echo through the gateway");
+    assert_eq!(pong.backend, "echo-backend");
+    // The http listener serves only its own route (match.port).
+    let r = Target::new("www.example.com", addr(ip, hport))
+        .get("/x")
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "web"));
+    assert_eq!(
+        envoy.stat(&self_redirect).await - before,
+        2,
+        "the two routed gRPC calls went through the grpc listener's self-redirect cluster"
+    );
 }
