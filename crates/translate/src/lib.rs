@@ -10,9 +10,9 @@
 //! ```
 //!
 //! # Entry points
-//! - [`translate_node`]: everything one virtual node's Envoy needs. Never panics and never
+//! - [`translate_node`]: everything one virtual node's or virtual gateway's Envoy needs. Never panics and never
 //!   fails: what cannot be honoured (a missing backend, a route target that does not exist,
-//!   a virtual gateway) is left out and explained in [`ProxyConfig::diagnostics`].
+//!   a gateway route whose target port is not served) is left out and explained in [`ProxyConfig::diagnostics`].
 //! - [`dependencies`]: the resources (and Cloud Map services) whose change can alter a
 //!   proxy's output; the reconciler indexes proxies by them to recompute only what changed.
 //!
