@@ -7,6 +7,8 @@
 //! `http://<host>:<gateway port>/` resolved to it. Backend virtual nodes use DNS discovery
 //! `127.0.0.1` with the backend's port as their listener port.
 
+// The e2e binary's helpers; this binary uses the mesh-building ones, not the client ones.
+#[allow(dead_code)]
 #[path = "e2e/common.rs"]
 mod common;
 
