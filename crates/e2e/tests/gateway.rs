@@ -537,6 +537,29 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
         to("web.local", json!({"prefix": "/", "port": hport}), None),
     )
     .await;
+    // A target the gateway cannot reach over HTTP (a tcp-only provider): a diagnostic on
+    // the gateway's status, never a NACK.
+    cp.create_virtual_node(
+        mesh,
+        "tcpnode",
+        json!({"listeners": [{"portMapping": {"port": free_port(), "protocol": "tcp"}}],
+               "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}}}),
+    )
+    .await;
+    cp.create_virtual_service(
+        mesh,
+        "tcp.local",
+        json!({"provider": {"virtualNode": {"virtualNodeName": "tcpnode"}}}),
+    )
+    .await;
+    gateway_route(
+        cp,
+        mesh,
+        "gw",
+        "to-tcp",
+        to("tcp.local", json!({"prefix": "/tcp/", "port": hport}), None),
+    )
+    .await;
     let node_id = format!("mesh/{mesh}/virtualGateway/gw");
     let envoy = Envoy::start(&node_id, cp.xds_addr(), XdsFlavor::Delta);
     envoy.wait_live().await;
@@ -577,10 +600,29 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
         .expect("echo through the gateway");
     assert_eq!(pong.backend, "echo-backend");
     // The http listener serves only its own route (match.port).
-    let r = Target::new("www.example.com", addr(ip, hport))
-        .get("/x")
-        .await;
+    let http = Target::new("www.example.com", addr(ip, hport));
+    let r = http.get("/x").await;
     assert_eq!((r.status, r.body.as_str()), (200, "web"));
+    let r = http.get("/tcp/x").await;
+    assert_eq!(
+        r.status, 200,
+        "the dropped route falls through to `/`: {r:?}"
+    );
+    let d = cp
+        .call(
+            "GET",
+            &format!("/v20190125/meshes/{mesh}/virtualGateways/gw"),
+            None,
+        )
+        .await;
+    let diagnostics = d["status"]["diagnostics"].to_string();
+    assert!(
+        diagnostics.contains("tcp.local") && diagnostics.contains("gateway route dropped"),
+        "{d}"
+    );
+    assert!(d["status"].get("rejectedConfig").is_none(), "{d}");
+    assert_eq!(envoy.stat("listener_manager.lds.update_rejected").await, 0);
+    assert_eq!(envoy.stat("cluster_manager.cds.update_rejected").await, 0);
     assert_eq!(
         envoy.stat(&self_redirect).await - before,
         2,
