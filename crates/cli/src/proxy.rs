@@ -37,7 +37,8 @@ pub struct ProxyStatusArgs {
 pub struct ProxyConfigArgs {
     #[command(flatten)]
     pub endpoint: EndpointArg,
-    /// Node id (`mesh/<mesh>/virtualNode/<name>`, or an App Mesh ARN).
+    /// Node id (`mesh/<mesh>/virtualNode/<name>`, `mesh/<mesh>/virtualGateway/<name>`, or an
+    /// App Mesh ARN).
     pub node: String,
     /// Only this xDS type.
     #[arg(long, value_parser = ["cds", "eds", "lds", "rds", "sds"])]

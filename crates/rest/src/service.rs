@@ -524,6 +524,18 @@ impl MeshService {
                 read.push(r);
             }
         }
+        // A gateway route's target port is checked against its service's provider.
+        if let Spec::GatewayRoute(gr) = spec
+            && gr.target().is_some_and(|t| t.port.is_some())
+        {
+            let providers: Vec<ResourceId> = read.iter().filter_map(provider_id).collect();
+            for target in providers {
+                if let Some((kv, r)) = self.get_decoded(&target).await? {
+                    preconditions.push(Precondition::ModRevision(kv.key, kv.mod_revision));
+                    read.push(r);
+                }
+            }
+        }
         let view = MeshView {
             revision: 0,
             resources: read,
@@ -1091,16 +1103,94 @@ fn check_references(view: &MeshView, id: &ResourceId, spec: &Spec) -> Result<(),
             }
         }
         Spec::GatewayRoute(gr) => {
+            let gw_name = id.parent.as_deref().unwrap_or_default();
+            let gw = need(ResourceKind::VirtualGateway, gw_name)?;
+            let gw_ports: Vec<i64> = match &gw.spec {
+                Spec::VirtualGateway(g) => {
+                    g.listeners.iter().map(|l| l.port_mapping.port).collect()
+                }
+                _ => Vec::new(),
+            };
+            match gateway_route_match_port(gr) {
+                Some(p) if !gw_ports.contains(&p) => {
+                    return Err(ApiError::bad_request(format!(
+                        "spec: match.port {p} is not a listener port of virtual gateway {gw_name} (listeners: {gw_ports:?})"
+                    )));
+                }
+                None if gw_ports.len() > 1 => {
+                    return Err(ApiError::bad_request(format!(
+                        "spec: virtual gateway {gw_name} has several listeners; the gateway route match must set port"
+                    )));
+                }
+                _ => {}
+            }
             if let Some(t) = gr.target() {
-                need(
-                    ResourceKind::VirtualService,
-                    &t.virtual_service.virtual_service_name,
-                )?;
+                let vs_name = &t.virtual_service.virtual_service_name;
+                let vs = need(ResourceKind::VirtualService, vs_name)?;
+                if let Some(p) = t.port {
+                    let ports = provider_ports(view, vs);
+                    if !ports.is_empty() && !ports.contains(&p) {
+                        return Err(ApiError::bad_request(format!(
+                            "spec: target.port {p} is not a listener port of the provider of virtual service {vs_name} (listeners: {ports:?})"
+                        )));
+                    }
+                }
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+fn gateway_route_match_port(gr: &meshplane_model::GatewayRouteSpec) -> Option<i64> {
+    if let Some(r) = gr.http_route.as_ref().or(gr.http2_route.as_ref()) {
+        r.match_.port
+    } else {
+        gr.grpc_route.as_ref().and_then(|r| r.match_.port)
+    }
+}
+
+/// The id of a virtual service's provider (node or router).
+fn provider_id(r: &Arc<Resource>) -> Option<ResourceId> {
+    use meshplane_model::virtual_service::VirtualServiceProvider as P;
+    let Spec::VirtualService(vs) = &r.spec else {
+        return None;
+    };
+    let (kind, name) = match vs.provider.as_ref()? {
+        P::VirtualNode(p) => (ResourceKind::VirtualNode, &p.virtual_node_name),
+        P::VirtualRouter(p) => (ResourceKind::VirtualRouter, &p.virtual_router_name),
+    };
+    Some(ResourceId::child(kind, r.id.mesh.clone(), name.clone()))
+}
+
+/// The listener ports of a virtual service's provider (node or router), empty when it has
+/// none or the provider is missing.
+fn provider_ports(view: &MeshView, vs: &Resource) -> Vec<i64> {
+    use meshplane_model::virtual_service::VirtualServiceProvider as P;
+    let Spec::VirtualService(spec) = &vs.spec else {
+        return Vec::new();
+    };
+    match &spec.provider {
+        Some(P::VirtualNode(p)) => match view
+            .find(ResourceKind::VirtualNode, &p.virtual_node_name)
+            .map(|r| &r.spec)
+        {
+            Some(Spec::VirtualNode(n)) => {
+                n.listeners().iter().map(|l| l.port_mapping.port).collect()
+            }
+            _ => Vec::new(),
+        },
+        Some(P::VirtualRouter(p)) => match view
+            .find(ResourceKind::VirtualRouter, &p.virtual_router_name)
+            .map(|r| &r.spec)
+        {
+            Some(Spec::VirtualRouter(r)) => {
+                r.listeners().iter().map(|l| l.port_mapping.port).collect()
+            }
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    }
 }
 
 fn route_match_port(route: &meshplane_model::RouteSpec) -> Option<i64> {

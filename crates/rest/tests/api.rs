@@ -784,6 +784,61 @@ async fn route_ports_must_match_listeners() {
 }
 
 #[tokio::test]
+async fn gateway_route_ports_must_match_listeners() {
+    let api = Api::new();
+    api.colorapp().await;
+    let two = json!({"listeners": [
+        {"portMapping": {"port": 8080, "protocol": "http"}},
+        {"portMapping": {"port": 8081, "protocol": "http"}}
+    ]});
+    api.put(
+        "/meshes/m/virtualGateways",
+        json!({"virtualGatewayName": "gw", "spec": two}),
+    )
+    .await
+    .ok();
+    let route = |m: Value, target: Value| json!({"gatewayRouteName": "g", "spec": {"httpRoute": {"match": m, "action": {"target": target}}}});
+    let color = json!({"virtualService": {"virtualServiceName": "color.local"}});
+    // Two listeners and no match.port.
+    let m = api
+        .put(
+            "/meshes/m/virtualGateway/gw/gatewayRoutes",
+            route(json!({"prefix": "/"}), color.clone()),
+        )
+        .await
+        .err(400, "BadRequestException");
+    assert!(m.contains("must set port"), "{m}");
+    // A match.port the gateway does not listen on.
+    let m = api
+        .put(
+            "/meshes/m/virtualGateway/gw/gatewayRoutes",
+            route(json!({"prefix": "/", "port": 9999}), color.clone()),
+        )
+        .await
+        .err(400, "BadRequestException");
+    assert!(m.contains("9999"), "{m}");
+    // A target port the provider (router r, listener 8080) does not listen on.
+    let bad_target = json!({"virtualService": {"virtualServiceName": "color.local"}, "port": 1234});
+    let m = api
+        .put(
+            "/meshes/m/virtualGateway/gw/gatewayRoutes",
+            route(json!({"prefix": "/", "port": 8080}), bad_target),
+        )
+        .await
+        .err(400, "BadRequestException");
+    assert!(m.contains("1234") && m.contains("color.local"), "{m}");
+    // Correct: listener port chosen, target port served by the router.
+    let good_target =
+        json!({"virtualService": {"virtualServiceName": "color.local"}, "port": 8080});
+    api.put(
+        "/meshes/m/virtualGateway/gw/gatewayRoutes",
+        route(json!({"prefix": "/", "port": 8081}), good_target),
+    )
+    .await
+    .ok();
+}
+
+#[tokio::test]
 async fn concurrent_updates_of_one_resource_each_get_their_own_version() {
     let api = Arc::new(Api::new());
     api.put("/meshes", json!({"meshName": "m"})).await.ok();

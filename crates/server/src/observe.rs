@@ -204,7 +204,8 @@ pub fn proxy_status_json(p: &ProxyStatus) -> Value {
     })
 }
 
-/// Adds `proxies`, `rejectedConfig` and `diagnostics` to a virtual node's API status.
+/// Adds `proxies`, `rejectedConfig` and `diagnostics` to a virtual node's or gateway's API
+/// status.
 pub struct ProxyStatusExtension {
     pub server: XdsServer,
     pub state: SharedState,
@@ -212,13 +213,15 @@ pub struct ProxyStatusExtension {
 
 impl StatusExtension for ProxyStatusExtension {
     fn status_members(&self, id: &ResourceId) -> Option<Map<String, Value>> {
-        if id.kind != ResourceKind::VirtualNode {
-            return None;
-        }
+        let kind = match id.kind {
+            ResourceKind::VirtualNode => ProxyKind::VirtualNode,
+            ResourceKind::VirtualGateway => ProxyKind::VirtualGateway,
+            _ => return None,
+        };
         let key = NodeKey::from(NodeId {
             mesh: id.mesh.clone(),
             owner: None,
-            kind: ProxyKind::VirtualNode,
+            kind,
             name: id.name.clone(),
         });
         let proxies = self.server.node_status(&key);
@@ -255,7 +258,7 @@ impl StatusExtension for ProxyStatusExtension {
         let diags = self
             .state
             .read()
-            .map(|s| s.diagnostics(&id.mesh, &id.name))
+            .map(|s| s.diagnostics(&id.mesh, kind, &id.name))
             .unwrap_or_default();
         if !diags.is_empty() {
             let d: Vec<Value> = diags.iter().map(|d| json!({"severity": format!("{:?}", d.severity).to_lowercase(), "message": d.message})).collect();

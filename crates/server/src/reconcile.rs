@@ -43,7 +43,7 @@ const DEBOUNCE_QUIET: Duration = Duration::from_millis(10);
 const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 /// Page size of the initial (and post-compaction) listing.
 const LIST_PAGE: usize = 1000;
-/// Virtual node tag (a meshplane extension) that puts the node's proxies in explicit mode:
+/// Virtual node or gateway tag (a meshplane extension) that puts its proxies in explicit mode:
 /// listeners bound to this IP, egress also on each backend port
 /// ([`TranslateOptions::listen_address`]). Lets several Envoys share one host, each on its
 /// own loopback address, without iptables (tests, `meshplane demo`).
@@ -85,8 +85,8 @@ struct MeshState {
     snapshot: Arc<MeshSnapshot>,
     /// Translate options of the virtual nodes that differ from the process-wide ones
     /// ([`LISTEN_ADDRESS_TAG`]), derived once per write of the node.
-    node_options: BTreeMap<String, TranslateOptions>,
-    nodes: BTreeMap<String, NodeState>,
+    node_options: BTreeMap<ProxyKey, TranslateOptions>,
+    nodes: BTreeMap<ProxyKey, NodeState>,
 }
 
 impl MeshState {
@@ -102,13 +102,13 @@ impl MeshState {
     fn put(&mut self, base: &TranslateOptions, r: &Resource) {
         // No translation holds the snapshot between bursts, so this is an in-place edit.
         Arc::make_mut(&mut self.snapshot).apply(r);
-        if r.id.kind == ResourceKind::VirtualNode {
+        if let Some(key) = proxy_key(&r.id) {
             match node_options(base, r) {
                 Some(o) if r.status != Status::Deleted => {
-                    self.node_options.insert(r.id.name.clone(), o);
+                    self.node_options.insert(key, o);
                 }
                 _ => {
-                    self.node_options.remove(&r.id.name);
+                    self.node_options.remove(&key);
                 }
             }
         }
@@ -117,21 +117,21 @@ impl MeshState {
     /// Removes a deleted resource from the snapshot and the options.
     fn delete(&mut self, id: &ResourceId) {
         Arc::make_mut(&mut self.snapshot).remove(id);
-        if id.kind == ResourceKind::VirtualNode {
-            self.node_options.remove(&id.name);
+        if let Some(key) = proxy_key(id) {
+            self.node_options.remove(&key);
         }
     }
 }
 
 impl ReconcileState {
-    /// The state of one node, if it exists.
-    pub fn node(&self, mesh: &str, name: &str) -> Option<&NodeState> {
-        self.meshes.get(mesh)?.nodes.get(name)
+    /// The state of one proxy identity (virtual node or gateway), if it exists.
+    pub fn node(&self, mesh: &str, kind: ProxyKind, name: &str) -> Option<&NodeState> {
+        self.meshes.get(mesh)?.nodes.get(&(kind, name.to_owned()))
     }
 
-    /// Translation diagnostics for a node.
-    pub fn diagnostics(&self, mesh: &str, name: &str) -> Vec<Diagnostic> {
-        self.node(mesh, name)
+    /// Translation diagnostics for a virtual node or gateway.
+    pub fn diagnostics(&self, mesh: &str, kind: ProxyKind, name: &str) -> Vec<Diagnostic> {
+        self.node(mesh, kind, name)
             .map(|n| n.diagnostics.to_vec())
             .unwrap_or_default()
     }
@@ -376,8 +376,17 @@ impl Reconciler {
             };
             let snap = ms.snapshot.clone();
             let mut targets = Vec::new();
-            for name in snap.virtual_nodes.keys() {
-                let affected = match (changed, ms.nodes.get(name)) {
+            let proxies = snap
+                .virtual_nodes
+                .keys()
+                .map(|n| (ProxyKind::VirtualNode, n.clone()))
+                .chain(
+                    snap.virtual_gateways
+                        .keys()
+                        .map(|n| (ProxyKind::VirtualGateway, n.clone())),
+                );
+            for name in proxies {
+                let affected = match (changed, ms.nodes.get(&name)) {
                     (None, _) | (_, None) => true,
                     (Some(ids), Some(ns)) => {
                         ids.iter().any(|id| ns.deps.affected_by(id))
@@ -386,15 +395,18 @@ impl Reconciler {
                     }
                 };
                 if affected {
-                    let options = ms.node_options.get(name).unwrap_or(&self.options).clone();
-                    let previous = ms.nodes.get(name).map(|n| n.snapshot.clone());
-                    targets.push((name.clone(), options, previous));
+                    let options = ms.node_options.get(&name).unwrap_or(&self.options).clone();
+                    let previous = ms.nodes.get(&name).map(|n| n.snapshot.clone());
+                    targets.push((name, options, previous));
                 }
             }
-            let removed: Vec<String> = ms
+            let removed: Vec<ProxyKey> = ms
                 .nodes
                 .keys()
-                .filter(|n| !snap.virtual_nodes.contains_key(*n))
+                .filter(|(kind, n)| match kind {
+                    ProxyKind::VirtualNode => !snap.virtual_nodes.contains_key(n),
+                    ProxyKind::VirtualGateway => !snap.virtual_gateways.contains_key(n),
+                })
                 .cloned()
                 .collect();
             (snap, targets, removed, st.endpoints.clone())
@@ -417,12 +429,12 @@ impl Reconciler {
                 .meshes
                 .entry(mesh.to_owned())
                 .or_insert_with(|| MeshState::new(mesh));
-            for name in removed {
-                replaced.extend(ms.nodes.remove(&name));
+            for key in removed {
+                replaced.extend(ms.nodes.remove(&key));
                 // Connected Envoys keep their last config; new ones get none.
-                self.cache
-                    .remove(&NodeKey::from(virtual_node_id(mesh, &name)));
-                tracing::info!(mesh, node = %name, "virtual node removed");
+                let id = proxy_id(mesh, &key);
+                self.cache.remove(&NodeKey::from(id.clone()));
+                tracing::info!(mesh, node = %id, "proxy resource removed");
             }
         }
         let mut batch = Vec::new();
@@ -467,17 +479,17 @@ impl Reconciler {
         mesh: &str,
         ms: &MeshState,
         computed: Computed,
-    ) -> Option<(String, NodeState, bool)> {
+    ) -> Option<(ProxyKey, NodeState, bool)> {
         let (name, node, deps, diagnostics, snapshot) = computed;
         let snapshot = match snapshot {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                tracing::error!(mesh, node = %name, error = %e, "snapshot rejected; keeping the previous one");
+                tracing::error!(mesh, node = %node, error = %e, "snapshot rejected; keeping the previous one");
                 return None;
             }
         };
         for d in &diagnostics {
-            tracing::debug!(mesh, node = %name, diagnostic = %d.message, "translation diagnostic");
+            tracing::debug!(mesh, node = %node, diagnostic = %d.message, "translation diagnostic");
         }
         let previous = ms
             .nodes
@@ -499,19 +511,32 @@ impl Reconciler {
     }
 }
 
-/// The proxy identity of virtual node `name` of `mesh`.
-fn virtual_node_id(mesh: &str, name: &str) -> NodeId {
-    NodeId {
-        mesh: mesh.to_owned(),
-        owner: None,
-        kind: ProxyKind::VirtualNode,
-        name: name.to_owned(),
+/// A proxy identity within a mesh: virtual node or gateway, and its name (a node and a
+/// gateway may share a name).
+pub type ProxyKey = (ProxyKind, String);
+
+/// The proxy key of a virtual node or gateway id.
+fn proxy_key(id: &ResourceId) -> Option<ProxyKey> {
+    match id.kind {
+        ResourceKind::VirtualNode => Some((ProxyKind::VirtualNode, id.name.clone())),
+        ResourceKind::VirtualGateway => Some((ProxyKind::VirtualGateway, id.name.clone())),
+        _ => None,
     }
 }
 
-/// One translated node: name, id, dependencies, diagnostics, encoded snapshot.
+/// The proxy identity of `key` in `mesh`.
+fn proxy_id(mesh: &str, key: &ProxyKey) -> NodeId {
+    NodeId {
+        mesh: mesh.to_owned(),
+        owner: None,
+        kind: key.0,
+        name: key.1.clone(),
+    }
+}
+
+/// One translated proxy: key, id, dependencies, diagnostics, encoded snapshot.
 type Computed = (
-    String,
+    ProxyKey,
     NodeId,
     Dependencies,
     Vec<Diagnostic>,
@@ -529,7 +554,7 @@ fn translate_all(
     mesh: &str,
     snap: Arc<MeshSnapshot>,
     endpoints: Arc<Endpoints>,
-    targets: Vec<(String, TranslateOptions, Option<Arc<Snapshot>>)>,
+    targets: Vec<(ProxyKey, TranslateOptions, Option<Arc<Snapshot>>)>,
     written_at: Instant,
     out: tokio::sync::mpsc::UnboundedSender<Computed>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -551,7 +576,7 @@ fn translate_all(
         );
         handles.push(tokio::task::spawn_blocking(move || {
             for (name, options, previous) in chunk {
-                let node = virtual_node_id(&mesh, &name);
+                let node = proxy_id(&mesh, &name);
                 let config = translate_node(&snap, &endpoints, &node, &options);
                 let deps = dependencies(&snap, &node);
                 let snapshot = build_snapshot(&config, written_at, previous);

@@ -385,11 +385,11 @@ async fn proxy_config(
         .state
         .read()
         .ok()
-        .and_then(|s| s.node(&node.mesh, &node.name).cloned());
+        .and_then(|s| s.node(&node.mesh, node.kind, &node.name).cloned());
     let Some(ns) = found else {
         return (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"message": format!("no configuration for {node}: the virtual node does not exist (virtual gateways are not translated yet)")})),
+            axum::Json(json!({"message": format!("no configuration for {node}: the virtual node or gateway does not exist")})),
         )
             .into_response();
     };

@@ -261,3 +261,99 @@ async fn deleting_a_node_removes_its_snapshot_and_updates_callers() {
     }
     panic!("deleted node's snapshot was not removed");
 }
+
+#[tokio::test]
+async fn a_gateway_and_a_node_of_the_same_name_get_their_own_configuration() {
+    let env = Env::start().await;
+    colorapp(&env).await;
+    env.create(
+        ResourceKind::VirtualGateway,
+        None,
+        "front",
+        json!({"listeners": [{"portMapping": {"port": 9000, "protocol": "http"}}]}),
+    )
+    .await;
+    env.create(
+        ResourceKind::GatewayRoute,
+        Some("front"),
+        "all",
+        json!({"httpRoute": {"match": {"prefix": "/"}, "action": {"target": {"virtualService": {"virtualServiceName": "color.local"}}}}}),
+    )
+    .await;
+    let gw_key = NodeKey::parse("mesh/m/virtualGateway/front").unwrap();
+    let gw_snap = || env.cache.get(&gw_key);
+    let mut gw = None;
+    for _ in 0..200 {
+        if let Some(s) = gw_snap()
+            && has_cluster(&s, "cds_ingress_m_front_self_redirect_http_9000")
+            && has_cluster(&s, "cds_egress_m_red_http_8080")
+        {
+            gw = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gw = gw.expect("the gateway's configuration arrives");
+    let node = env
+        .wait("front", "the node's own ingress", |s| {
+            has_cluster(s, "cds_ingress_m_front_http_8080")
+        })
+        .await;
+    assert!(!has_cluster(
+        &node,
+        "cds_ingress_m_front_self_redirect_http_9000"
+    ));
+
+    // A router weight change reaches the gateway (its hop 2) as RDS only.
+    env.update(
+        ResourceId::grandchild(ResourceKind::Route, "m", "r", "rt"),
+        route(1, 1),
+    )
+    .await;
+    let mut changed = None;
+    for _ in 0..200 {
+        if let Some(s) = gw_snap()
+            && s.version(ResourceType::Route) != gw.version(ResourceType::Route)
+        {
+            changed = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let changed = changed.expect("the gateway follows its target router's routes");
+    assert_eq!(
+        changed.version(ResourceType::Listener),
+        gw.version(ResourceType::Listener)
+    );
+    assert_eq!(
+        changed.version(ResourceType::Cluster),
+        gw.version(ResourceType::Cluster)
+    );
+
+    // Deleting the gateway removes its configuration, not the node's.
+    env.svc
+        .delete(
+            ResourceId::grandchild(ResourceKind::GatewayRoute, "m", "front", "all"),
+            None,
+        )
+        .await
+        .unwrap();
+    env.svc
+        .delete(
+            ResourceId::child(ResourceKind::VirtualGateway, "m", "front"),
+            None,
+        )
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if gw_snap().is_none() {
+            assert!(
+                env.snap("front").is_some(),
+                "the node keeps its configuration"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the gateway's snapshot was not removed");
+}

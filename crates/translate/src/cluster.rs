@@ -31,7 +31,7 @@ use crate::{Ctx, names, pb};
 /// App Mesh's "effectively unlimited" circuit-breaker value (`INT32_MAX`).
 pub(crate) const OPEN: i64 = 2_147_483_647;
 /// Connect timeout of ingress clusters (App Mesh: 0.25 s).
-const INGRESS_CONNECT_TIMEOUT_MS: i64 = 250;
+pub(crate) const INGRESS_CONNECT_TIMEOUT_MS: i64 = 250;
 /// Connect timeout of egress clusters (App Mesh: 1 s).
 const EGRESS_CONNECT_TIMEOUT_MS: i64 = 1000;
 
@@ -49,7 +49,7 @@ pub(crate) fn is_http(p: &PortProtocol) -> bool {
 }
 
 /// Circuit breakers from a listener's connection pool; everything not declared is open.
-fn circuit_breakers(pool: Option<&VirtualNodeConnectionPool>) -> CircuitBreakers {
+pub(crate) fn circuit_breakers(pool: Option<&VirtualNodeConnectionPool>) -> CircuitBreakers {
     let (mut conns, mut pending, mut reqs) = (OPEN, OPEN, OPEN);
     match pool {
         None => {}
@@ -75,7 +75,7 @@ fn circuit_breakers(pool: Option<&VirtualNodeConnectionPool>) -> CircuitBreakers
 }
 
 /// `typed_extension_protocol_options` forcing HTTP/2 to the upstream (one entry).
-fn h2_protocol_options() -> HashMap<String, Any> {
+pub(crate) fn h2_protocol_options() -> HashMap<String, Any> {
     let opts = HttpProtocolOptions {
         upstream_protocol_options: Some(
             http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
@@ -95,7 +95,12 @@ fn h2_protocol_options() -> HashMap<String, Any> {
         .collect()
 }
 
-fn endpoint(address: &str, port: u32, ipv4_compat: bool, hc_port: Option<u32>) -> LbEndpoint {
+pub(crate) fn endpoint(
+    address: &str,
+    port: u32,
+    ipv4_compat: bool,
+    hc_port: Option<u32>,
+) -> LbEndpoint {
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
             address: Some(pb::socket(address, port, ipv4_compat)),
@@ -109,7 +114,10 @@ fn endpoint(address: &str, port: u32, ipv4_compat: bool, hc_port: Option<u32>) -
     }
 }
 
-fn assignment(cluster_name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {
+pub(crate) fn assignment(
+    cluster_name: &str,
+    lb_endpoints: Vec<LbEndpoint>,
+) -> ClusterLoadAssignment {
     let endpoints = if lb_endpoints.is_empty() {
         Vec::new()
     } else {

@@ -39,7 +39,8 @@ impl Dependencies {
 }
 
 /// The resources whose change can alter `node`'s configuration: the node (or gateway) itself,
-/// the mesh, its backend virtual services, their provider nodes or routers, the routers'
+/// the mesh, its backend virtual services (for a gateway: its gateway routes and the
+/// services they target), their provider nodes or routers, the routers'
 /// routes and every route target node; plus the Cloud Map services of target nodes.
 pub fn dependencies(snap: &MeshSnapshot, node: &NodeId) -> Dependencies {
     let mut d = Dependencies::default();
@@ -50,14 +51,11 @@ pub fn dependencies(snap: &MeshSnapshot, node: &NodeId) -> Dependencies {
     }
     match node.kind {
         ProxyKind::VirtualGateway => {
-            for (gw, name) in snap.gateway_routes.keys() {
-                if *gw == node.name {
-                    d.resources.insert(ResourceId::grandchild(
-                        ResourceKind::GatewayRoute,
-                        snap.mesh_name.clone(),
-                        gw.clone(),
-                        name.clone(),
-                    ));
+            // A gateway reads its gateway routes and whatever their targets reach.
+            for (name, r) in snap.gateway_routes_of(&node.name) {
+                d.resources.insert(snap.gateway_route_id(&node.name, name));
+                if let Some(t) = r.target() {
+                    add_service(snap, &mut d, &t.virtual_service.virtual_service_name);
                 }
             }
         }
@@ -66,35 +64,40 @@ pub fn dependencies(snap: &MeshSnapshot, node: &NodeId) -> Dependencies {
                 return d;
             };
             for vs in spec.backend_service_names() {
-                d.resources
-                    .insert(snap.id(ResourceKind::VirtualService, vs));
-                let Some(provider) = snap
-                    .virtual_services
-                    .get(vs)
-                    .and_then(|s| s.provider.as_ref())
-                else {
-                    continue;
-                };
-                match provider {
-                    VirtualServiceProvider::VirtualNode(p) => {
-                        add_node(snap, &mut d, &p.virtual_node_name);
-                    }
-                    VirtualServiceProvider::VirtualRouter(p) => {
-                        let router = &p.virtual_router_name;
-                        d.resources
-                            .insert(snap.id(ResourceKind::VirtualRouter, router));
-                        for (name, r) in snap.routes_of(router) {
-                            d.resources.insert(snap.route_id(router, name));
-                            for t in r.weighted_targets() {
-                                add_node(snap, &mut d, &t.virtual_node);
-                            }
-                        }
-                    }
-                }
+                add_service(snap, &mut d, vs);
             }
         }
     }
     d
+}
+
+/// A virtual service, its provider node or router, the router's routes and their targets.
+fn add_service(snap: &MeshSnapshot, d: &mut Dependencies, vs: &str) {
+    d.resources
+        .insert(snap.id(ResourceKind::VirtualService, vs));
+    let Some(provider) = snap
+        .virtual_services
+        .get(vs)
+        .and_then(|s| s.provider.as_ref())
+    else {
+        return;
+    };
+    match provider {
+        VirtualServiceProvider::VirtualNode(p) => {
+            add_node(snap, d, &p.virtual_node_name);
+        }
+        VirtualServiceProvider::VirtualRouter(p) => {
+            let router = &p.virtual_router_name;
+            d.resources
+                .insert(snap.id(ResourceKind::VirtualRouter, router));
+            for (name, r) in snap.routes_of(router) {
+                d.resources.insert(snap.route_id(router, name));
+                for t in r.weighted_targets() {
+                    add_node(snap, d, &t.virtual_node);
+                }
+            }
+        }
+    }
 }
 
 fn add_node(snap: &MeshSnapshot, d: &mut Dependencies, name: &str) {

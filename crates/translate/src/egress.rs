@@ -75,15 +75,22 @@ struct TcpBackend {
 
 /// What the egress side collects before building resources.
 #[derive(Default)]
-struct Egress {
+pub(crate) struct Egress {
     /// HTTP port → virtual hosts by service name.
-    http: BTreeMap<u32, BTreeMap<String, VirtualHost>>,
+    pub(crate) http: BTreeMap<u32, BTreeMap<String, VirtualHost>>,
     /// TCP port → backends by service name (only the first is served).
     tcp: BTreeMap<u32, BTreeMap<String, TcpBackend>>,
 }
 
 /// Adds the egress listener, route configurations and clusters.
 pub(crate) fn egress(ctx: &mut Ctx<'_>) {
+    let eg = collect(ctx);
+    build(ctx, eg);
+}
+
+/// Collects the virtual hosts, TCP backends and clusters of every backend of `ctx.node`
+/// (the gateway's hop 2 reuses this with the services its gateway routes target).
+pub(crate) fn collect(ctx: &mut Ctx<'_>) -> Egress {
     let mut eg = Egress::default();
     let mut services: Vec<&str> = ctx.node.backend_service_names().collect();
     services.sort_unstable();
@@ -103,7 +110,7 @@ pub(crate) fn egress(ctx: &mut Ctx<'_>) {
         }
         backend(ctx, &mut eg, vs);
     }
-    build(ctx, eg);
+    eg
 }
 
 /// Whether the effective client policy for backend `vs` (its own, else the node's

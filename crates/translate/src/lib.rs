@@ -10,9 +10,9 @@
 //! ```
 //!
 //! # Entry points
-//! - [`translate_node`]: everything one virtual node's Envoy needs. Never panics and never
+//! - [`translate_node`]: everything one virtual node's or virtual gateway's Envoy needs. Never panics and never
 //!   fails: what cannot be honoured (a missing backend, a route target that does not exist,
-//!   a virtual gateway) is left out and explained in [`ProxyConfig::diagnostics`].
+//!   a gateway route whose target port is not served) is left out and explained in [`ProxyConfig::diagnostics`].
 //! - [`dependencies`]: the resources (and Cloud Map services) whose change can alter a
 //!   proxy's output; the reconciler indexes proxies by them to recompute only what changed.
 //!
@@ -45,9 +45,22 @@
 //! - every HTTP connection manager carries `tracing`; the tracer itself (X-Ray, Datadog,
 //!   Zipkin, OpenTelemetry) is declared by the proxy's bootstrap from App Mesh's variables.
 //!
+//! # Virtual gateways
+//! A gateway's Envoy (`node.id` `mesh/<mesh>/virtualGateway/<name>`) gets one listener
+//! `lds_ingress_0.0.0.0_<port>` per gateway listener (HCM stat prefix `ingress`, RDS
+//! `rds_ingress_<proto>_<port>` holding the gateway routes in App Mesh order with their
+//! matches and rewrites) whose routes go to `cds_ingress_<mesh>_<vg>_self_redirect_<proto>_<port>`
+//! (the listener's connection pool), i.e. to the gateway's own egress listener
+//! `lds_egress_0.0.0.0_<egressPort>` on 127.0.0.1 (hop 2: for each targeted virtual service
+//! exactly what a sidecar's egress holds, so the router's routes, weights, retries and
+//! timeouts apply after the rewrites). Hop 1 selects hop 2's virtual host with the authority
+//! `<vs>:<port>` and hop 2 restores the Host the backend must see (the service name, or the
+//! client's Host when the rewrite is disabled) from `x-meshplane-host`, which hop 1 always
+//! overwrites. A gateway declares no backends: it reaches what its routes target.
+//!
 //! # Not translated yet (reported, never faked)
-//! Virtual gateways and gateway routes; listener TLS and client-policy TLS (SDS secrets);
-//! stats-tag configuration (a bootstrap concern).
+//! Listener TLS and client-policy TLS (SDS secrets); stats-tag configuration (a bootstrap
+//! concern).
 //!
 //! # Example
 //! ```
@@ -152,8 +165,9 @@ impl Default for TranslateOptions {
 /// [`Endpoints::none()`] when there is no registry. Never panics: any resource that cannot be
 /// honoured is skipped and reported in [`ProxyConfig::diagnostics`].
 ///
-/// Virtual gateways are not translated yet: the result is empty with a
-/// [`DiagnosticCode::VirtualGatewayNotTranslated`] error.
+/// A virtual gateway's Envoy (`ProxyKind::VirtualGateway`) gets its listeners and the
+/// two-hop routing described in the `virtual_gateway` module docs (README of the crate:
+/// "Virtual gateways").
 pub fn translate_node(
     snapshot: &MeshSnapshot,
     endpoints: &Endpoints,
@@ -174,14 +188,36 @@ pub fn translate_node(
         });
         return out;
     }
+    if snapshot.mesh.is_none() {
+        out.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code: DiagnosticCode::MeshMissing,
+            resource: Some(ResourceId::mesh(snapshot.mesh_name.clone())),
+            message: format!(
+                "mesh `{}` does not exist; using default mesh settings",
+                snapshot.mesh_name
+            ),
+        });
+    }
     match node.kind {
         ProxyKind::VirtualGateway => {
-            virtual_gateway::translate(snapshot, node, &mut out);
-            out
+            let Some(gw) = snapshot.virtual_gateways.get(&node.name) else {
+                out.diagnostics = vec![Diagnostic {
+                    severity: Severity::Error,
+                    code: DiagnosticCode::ProxyResourceMissing,
+                    resource: Some(id),
+                    message: format!(
+                        "virtual gateway `{}` does not exist in mesh `{}`",
+                        node.name, node.mesh
+                    ),
+                }];
+                return out;
+            };
+            virtual_gateway::translate(snapshot, endpoints, options, &node.name, gw, out)
         }
         ProxyKind::VirtualNode => {
             let Some(spec) = snapshot.virtual_nodes.get(&node.name) else {
-                out.diagnostics.push(Diagnostic {
+                out.diagnostics = vec![Diagnostic {
                     severity: Severity::Error,
                     code: DiagnosticCode::ProxyResourceMissing,
                     resource: Some(id),
@@ -189,21 +225,17 @@ pub fn translate_node(
                         "virtual node `{}` does not exist in mesh `{}`",
                         node.name, node.mesh
                     ),
-                });
+                }];
                 return out;
             };
-            let mut ctx = Ctx::new(snapshot, endpoints, options, &node.name, spec);
-            if snapshot.mesh.is_none() {
-                ctx.diag(
-                    Severity::Warning,
-                    DiagnosticCode::MeshMissing,
-                    Some(ResourceId::mesh(snapshot.mesh_name.clone())),
-                    format!(
-                        "mesh `{}` does not exist; using default mesh settings",
-                        snapshot.mesh_name
-                    ),
-                );
-            }
+            let mut ctx = Ctx::new(
+                snapshot,
+                endpoints,
+                options,
+                ProxyKind::VirtualNode,
+                &node.name,
+                spec,
+            );
             virtual_node::ingress(&mut ctx);
             egress::egress(&mut ctx);
             ctx.finish(out)
@@ -216,8 +248,12 @@ pub(crate) struct Ctx<'a> {
     pub snap: &'a MeshSnapshot,
     pub endpoints: &'a Endpoints,
     pub opts: &'a TranslateOptions,
-    /// The proxy's own virtual node.
+    /// Whether the proxy is a virtual node's or a virtual gateway's.
+    pub kind: ProxyKind,
+    /// The proxy's own virtual node (or gateway).
     pub node_name: &'a str,
+    /// The node's spec; for a gateway, a node whose backends are the services its gateway
+    /// routes target (so the egress translation serves the gateway's second hop).
     pub node: &'a VirtualNodeSpec,
     pub mesh: MeshSpec,
     pub out: ProxyConfig,
@@ -228,6 +264,7 @@ impl<'a> Ctx<'a> {
         snap: &'a MeshSnapshot,
         endpoints: &'a Endpoints,
         opts: &'a TranslateOptions,
+        kind: ProxyKind,
         node_name: &'a str,
         node: &'a VirtualNodeSpec,
     ) -> Self {
@@ -235,6 +272,7 @@ impl<'a> Ctx<'a> {
             snap,
             endpoints,
             opts,
+            kind,
             node_name,
             node,
             mesh: snap.mesh.clone().unwrap_or_default(),
@@ -257,7 +295,11 @@ impl<'a> Ctx<'a> {
     }
 
     pub(crate) fn node_id(&self) -> ResourceId {
-        self.snap.id(ResourceKind::VirtualNode, self.node_name)
+        let kind = match self.kind {
+            ProxyKind::VirtualNode => ResourceKind::VirtualNode,
+            ProxyKind::VirtualGateway => ResourceKind::VirtualGateway,
+        };
+        self.snap.id(kind, self.node_name)
     }
 
     pub(crate) fn diag(

@@ -69,6 +69,24 @@ pub(crate) enum Routes {
 
 /// An HTTP connection manager filter (codec auto-detected: HTTP/1.1 and h2c).
 pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>) -> Filter {
+    hcm_with(
+        stat_prefix,
+        routes,
+        access_log,
+        Vec::new(),
+        Router::default(),
+    )
+}
+
+/// An HTTP connection manager filter with `filters` before the router, and the router's
+/// own configuration.
+pub(crate) fn hcm_with(
+    stat_prefix: &str,
+    routes: Routes,
+    access_log: Vec<AccessLog>,
+    filters: Vec<HttpFilter>,
+    router: Router,
+) -> Filter {
     let route_specifier = match routes {
         Routes::Rds(name) => http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(pb::ads()),
@@ -80,13 +98,14 @@ pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>)
         stat_prefix: stat_prefix.to_owned(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: filters
+            .into_iter()
+            .chain([HttpFilter {
+                name: "envoy.filters.http.router".to_owned(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(&router))),
+                ..Default::default()
+            }])
+            .collect(),
         access_log,
         // Tracing on: the provider (X-Ray, Datadog, Zipkin/Jaeger, OpenTelemetry) is the one
         // the proxy's bootstrap declares, chosen by App Mesh's image variables; without one

@@ -12,6 +12,10 @@
 //! | `*.amazonaws.com:443` cluster (`DROP_ALL`) | `cds_egress_<mesh>_amazonaws` |
 //! | egress route configuration (RDS) | `rds_egress_http_<port>` |
 //! | ingress route configuration (inline) | `rds_ingress_<proto>_<port>` |
+//! | gateway listener | `lds_ingress_0.0.0.0_<listenerPort>` |
+//! | gateway route configuration (RDS, hop 1) | `rds_ingress_<proto>_<port>` |
+//! | gateway self-redirect cluster (hop 1 → hop 2) | `cds_ingress_<mesh>_<gateway>_self_redirect_<proto>_<port>` |
+//! | gateway hop-2 listener and route configuration | `lds_egress_0.0.0.0_<egressPort>`, `rds_egress_http_<egressPort>` |
 //!
 //! EDS resources (`ClusterLoadAssignment`) carry the name of their cluster. Listener names keep
 //! `0.0.0.0` even when an IP preference makes the listener bind `::` (as App Mesh does), so
@@ -58,4 +62,18 @@ pub fn egress_route_config(port: i64) -> String {
 /// `rds_ingress_<proto>_<port>`: the (inline) route configuration of one ingress port.
 pub fn ingress_route_config(protocol: &PortProtocol, port: i64) -> String {
     format!("rds_ingress_{}_{port}", protocol.as_str())
+}
+
+/// `cds_ingress_<mesh>_<gateway>_self_redirect_<proto>_<port>`: the cluster from a gateway
+/// listener (hop 1) to the gateway's own egress listener (hop 2).
+pub fn gateway_self_redirect_cluster(
+    mesh: &str,
+    gateway: &str,
+    protocol: &PortProtocol,
+    port: i64,
+) -> String {
+    format!(
+        "cds_ingress_{mesh}_{gateway}_self_redirect_{}_{port}",
+        protocol.as_str()
+    )
 }

@@ -120,8 +120,6 @@ pub enum DiagnosticCode {
     MeshMismatch,
     /// The mesh resource itself is missing (defaults are used).
     MeshMissing,
-    /// Virtual gateways are not translated yet.
-    VirtualGatewayNotTranslated,
     /// A backend virtual service does not exist.
     BackendServiceMissing,
     /// A virtual service has no provider.

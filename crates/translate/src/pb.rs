@@ -38,6 +38,11 @@ pub(crate) fn u32v(v: i64) -> UInt32Value {
     }
 }
 
+/// A `BoolValue`.
+pub(crate) fn boolv(value: bool) -> envoy_types::pb::google::protobuf::BoolValue {
+    envoy_types::pb::google::protobuf::BoolValue { value }
+}
+
 /// Clamps an App Mesh `int`/`long` into `u32`.
 pub(crate) fn clamp_u32(v: i64) -> u32 {
     v.clamp(0, i64::from(u32::MAX)) as u32

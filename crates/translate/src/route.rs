@@ -105,6 +105,19 @@ impl OrderKey {
     }
 }
 
+impl OrderKey {
+    /// The key with `n` more match conditions (a gateway route's hostname).
+    pub(crate) fn with_more_conditions(mut self, n: usize) -> Self {
+        self.neg_conditions -= n as i64;
+        self
+    }
+
+    /// True when the route matches on a path prefix (so a prefix rewrite applies).
+    pub(crate) fn is_prefix(&self) -> bool {
+        self.path_class == 2
+    }
+}
+
 enum PathSpec {
     Exact(String),
     Regex(String),
@@ -115,7 +128,7 @@ enum PathSpec {
 #[derive(Debug)]
 pub(crate) struct BadMatch(pub String);
 
-fn check_regex(r: &str) -> Result<(), BadMatch> {
+pub(crate) fn check_regex(r: &str) -> Result<(), BadMatch> {
     regex::Regex::new(r)
         .map(|_| ())
         .map_err(|e| BadMatch(format!("invalid regex `{r}`: {e}")))

@@ -157,6 +157,27 @@ impl MeshSnapshot {
             .map(|((_, n), s)| (n.as_str(), s))
     }
 
+    /// The gateway routes of gateway `gateway`, by gateway route name.
+    pub fn gateway_routes_of<'a>(
+        &'a self,
+        gateway: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a GatewayRouteSpec)> + 'a {
+        self.gateway_routes
+            .range((gateway.to_owned(), String::new())..)
+            .take_while(move |((g, _), _)| g == gateway)
+            .map(|((_, n), s)| (n.as_str(), s))
+    }
+
+    /// Id of a gateway route of gateway `gateway`.
+    pub fn gateway_route_id(&self, gateway: &str, route: &str) -> ResourceId {
+        ResourceId::grandchild(
+            ResourceKind::GatewayRoute,
+            self.mesh_name.clone(),
+            gateway,
+            route,
+        )
+    }
+
     /// Id of a direct child of this mesh.
     pub fn id(&self, kind: ResourceKind, name: &str) -> ResourceId {
         ResourceId::child(kind, self.mesh_name.clone(), name.to_owned())

@@ -216,6 +216,67 @@ fn dependencies_cover_missing_references_and_cloud_map() {
 }
 
 #[test]
+fn gateway_dependencies_follow_its_routes_to_routers_and_nodes() {
+    let case = common::load_case("gateway_http_matches");
+    let snap = MeshSnapshot::from_resources("demo", case.resources.clone());
+    let gw = NodeId {
+        mesh: "demo".into(),
+        owner: None,
+        kind: ProxyKind::VirtualGateway,
+        name: "gw".into(),
+    };
+    let deps = dependencies(&snap, &gw);
+    let id = |k, n: &str| ResourceId::child(k, "demo", n);
+    for dep in [
+        id(ResourceKind::VirtualGateway, "gw"),
+        ResourceId::grandchild(ResourceKind::GatewayRoute, "demo", "gw", "paths"),
+        id(ResourceKind::VirtualService, "color.demo.local"),
+        id(ResourceKind::VirtualRouter, "color"),
+        ResourceId::grandchild(ResourceKind::Route, "demo", "color", "split"),
+        id(ResourceKind::VirtualNode, "red"),
+        id(ResourceKind::VirtualService, "blue.demo.local"),
+        id(ResourceKind::VirtualNode, "blue"),
+        // A target that does not exist yet: its creation must recompute the gateway.
+        id(ResourceKind::VirtualService, "nope.demo.local"),
+    ] {
+        assert!(deps.affected_by(&dep), "{dep} missing from {deps:?}");
+    }
+    // A gateway route created later is caught through the gateway.
+    assert!(deps.affected_by(&ResourceId::grandchild(
+        ResourceKind::GatewayRoute,
+        "demo",
+        "gw",
+        "new"
+    )));
+    // Another gateway's routes are not.
+    assert!(!deps.affected_by(&ResourceId::grandchild(
+        ResourceKind::GatewayRoute,
+        "demo",
+        "other",
+        "r"
+    )));
+    // A router weight change reaches the gateway's output (hop 2), in RDS only.
+    let opts = TranslateOptions::default();
+    let before = translate_node(&snap, &case.endpoints, &gw, &opts);
+    let mut snap2 = snap.clone();
+    let route = snap2
+        .routes
+        .get_mut(&("color".to_owned(), "split".to_owned()))
+        .expect("route split");
+    route
+        .http_route
+        .as_mut()
+        .expect("http route")
+        .action
+        .weighted_targets[0]
+        .weight = 7;
+    let after = translate_node(&snap2, &case.endpoints, &gw, &opts);
+    assert_ne!(before.route_configs, after.route_configs);
+    assert_eq!(before.listeners, after.listeners);
+    assert_eq!(before.clusters, after.clusters);
+}
+
+#[test]
 fn every_dependency_change_is_visible_and_others_are_not() {
     // Removing resources outside the dependency set must not change the output: the
     // contract the reconciler relies on (colorapp: `front.demo.local` is not read by front).
