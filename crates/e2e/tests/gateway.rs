@@ -409,9 +409,13 @@ async fn a_gateway_route_change_under_load_converges_without_failures() {
     })
     .await;
 
+    // Load for 6 s, the change at 1 s: convergence is bounded generously here (the
+    // benchmark's gateway scenario measures it); what this test pins is zero failures.
+    let hop1_reloads = format!("http.ingress.rds.rds_ingress_http_{gport}.config_reload");
+    let hop1_before = envoy.stat(&hop1_reloads).await;
     let load = t
         .load("/")
-        .duration(Duration::from_secs(3))
+        .duration(Duration::from_secs(6))
         .concurrency(4)
         .run();
     let change = async {
@@ -426,6 +430,22 @@ async fn a_gateway_route_change_under_load_converges_without_failures() {
         at
     };
     let (report, _) = tokio::join!(load, change);
+    if report.failures() > 0 {
+        let stats = envoy.stats().await;
+        let interesting: Vec<_> = stats
+            .iter()
+            .filter(|(k, v)| {
+                **v > 0
+                    && (k.contains("retry")
+                        || k.contains("no_route")
+                        || k.contains("rq_direct_response")
+                        || k.contains("4xx")
+                        || k.contains("no_cluster")
+                        || k.contains("rds."))
+            })
+            .collect();
+        eprintln!("gateway stats: {interesting:#?}");
+    }
     assert_eq!(
         report.failures(),
         0,
@@ -437,8 +457,8 @@ async fn a_gateway_route_change_under_load_converges_without_failures() {
         "{:?}",
         report.by_body
     );
-    // Converged: the last red answer came within 1 s of the change (the change is sent at
-    // about 1 s into the run).
+    // Converged: the last red answer came well within the run (the change is sent at about
+    // 1 s into it).
     let last_red = report
         .samples
         .iter()
@@ -446,22 +466,31 @@ async fn a_gateway_route_change_under_load_converges_without_failures() {
         .map(|(t, _, _)| *t)
         .max()
         .unwrap_or_default();
+    eprintln!("last red answer {last_red:?} into the run (change sent at ~1 s)");
     assert!(
-        last_red < Duration::from_millis(2100),
+        last_red < Duration::from_millis(4500),
         "red still answered {last_red:?} into the run"
     );
     let tail: Vec<&String> = report
         .samples
         .iter()
-        .filter(|(t, _, _)| *t > Duration::from_millis(2200))
+        .filter(|(t, _, _)| *t > Duration::from_millis(4600))
         .map(|(_, _, b)| b)
         .collect();
     assert!(
         !tail.is_empty() && tail.iter().all(|b| *b == "blue"),
         "{tail:?}"
     );
-    // The change reached Envoy as RDS only: no listener was rebuilt.
+    // The change reached Envoy as RDS only: no listener was rebuilt; and a retarget
+    // changes hop 2 alone (hop 1 names the gateway route, not its target), so no request
+    // can meet one hop changed and the other not.
     assert_eq!(envoy.stat("listener_manager.listener_modified").await, 0);
+    assert!(hop1_before > 0, "{hop1_reloads} is not a stat");
+    assert_eq!(
+        envoy.stat(&hop1_reloads).await,
+        hop1_before,
+        "hop 1 reloaded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,12 +51,13 @@
 //! `rds_ingress_<proto>_<port>` holding the gateway routes in App Mesh order with their
 //! matches and rewrites) whose routes go to `cds_ingress_<mesh>_<vg>_self_redirect_<proto>_<port>`
 //! (the listener's connection pool), i.e. to the gateway's own egress listener
-//! `lds_egress_0.0.0.0_<egressPort>` on 127.0.0.1 (hop 2: for each targeted virtual service
-//! exactly what a sidecar's egress holds, so the router's routes, weights, retries and
-//! timeouts apply after the rewrites). Hop 1 selects hop 2's virtual host with the authority
-//! `<vs>:<port>` and hop 2 restores the Host the backend must see (the service name, or the
-//! client's Host when the rewrite is disabled) from `x-meshplane-host`, which hop 1 always
-//! overwrites. A gateway declares no backends: it reaches what its routes target.
+//! `lds_egress_0.0.0.0_<egressPort>` on 127.0.0.1 (hop 2: one virtual host per gateway
+//! route, holding exactly what a sidecar's egress holds for its target, so the router's
+//! routes, weights, retries and timeouts apply after the rewrites). Hop 1 selects hop 2's
+//! virtual host by an authority naming the gateway route, so a retarget changes hop 2 only;
+//! hop 2 sets the Host the backend must see (the service name, or the client's Host carried
+//! in `x-meshplane-host`, which hop 1 always
+//! overwrites). A gateway declares no backends: it reaches what its routes target.
 //!
 //! # Not translated yet (reported, never faked)
 //! Listener TLS and client-policy TLS (SDS secrets); stats-tag configuration (a bootstrap

@@ -4,27 +4,32 @@
 //! ```text
 //!  client ─▶ lds_ingress_0.0.0.0_<port>  (one listener per gateway listener, HCM `ingress`)
 //!              RDS rds_ingress_<proto>_<port>: one virtual host `*`, the gateway routes in
-//!              App Mesh order, each with its match, path rewrite, Host := `<vs>:<p>`,
-//!              timeout 0, no retries
+//!              App Mesh order, each with its match, path rewrite, Host := the gateway
+//!              route's hop-2 authority, timeout 0, retries only of unknown targets
 //!              ─▶ cds_ingress_<mesh>_<vg>_self_redirect_<proto>_<port>  (STATIC, the
 //!                 listener's connection pool as circuit breakers)
 //!  hop 2  ─▶ lds_egress_0.0.0.0_<egressPort>  (bound on 127.0.0.1 or the listen address)
-//!              RDS rds_egress_http_<egressPort>: one virtual host per target `<vs>:<p>`
-//!              holding exactly what a sidecar's egress holds for that service (the
-//!              router's routes, weights, retries and timeouts, or the provider node's
-//!              cluster), each route restoring the final Host from `x-meshplane-host`
+//!              RDS rds_egress_http_<egressPort>: one virtual host per gateway route
+//!              holding exactly what a sidecar's egress holds for its target service and
+//!              port (the router's routes, weights, retries and timeouts, or the provider
+//!              node's cluster), each route setting the Host the backend must see
 //!              ─▶ cds_egress_<mesh>_<targetNode>_<proto>_<port>
 //! ```
 //!
 //! Why two hops: gateway route rewrites and the router's routes are two independent route
-//! tables, and Envoy applies one route per hop. Hop 1 always selects hop 2's virtual host by
-//! a literal authority `<vs>:<p>` (so the target port picks the router listener without an
-//! extra listener per port), and carries the Host the backend must see in
-//! `x-meshplane-host` (the service name, or the client's Host when
-//! `defaultTargetHostname: DISABLED`), overwriting whatever the client sent; hop 2's routes
-//! set it back with `host_rewrite_header`. So the router's timeouts and retries hold in every
-//! rewrite combination (App Mesh lost them when the host rewrite was disabled, roadmap
-//! #376), and weight or route changes stay RDS-only on both hops.
+//! tables, and Envoy applies one route per hop. Hop 1 selects hop 2's virtual host by an
+//! authority that names the gateway route, not its target ([`hop2_authority`]), and always
+//! carries the client's Host in `x-meshplane-host` (overwriting whatever the client sent);
+//! hop 2's virtual host for that gateway route holds its target's routes (the target port
+//! picks the router listener without an extra listener per port), each setting the Host
+//! the backend must see: the service name, or, with `defaultTargetHostname: DISABLED`, the
+//! client's Host from `x-meshplane-host` (`host_rewrite_header`). So the router's timeouts
+//! and retries hold in every rewrite combination (App Mesh lost them when the host rewrite
+//! was disabled, roadmap #376), weight or route changes stay RDS-only on both hops, and a
+//! change to one gateway route lands in one of the two route configurations: retargeting
+//! changes hop 2 only, re-matching or re-writing changes hop 1 only, so no request meets
+//! half a change. A new gateway route can reach hop 1 before hop 2 knows it: hop 2 answers
+//! such requests with a marked 404 that hop 1 retries ([`UNKNOWN_TARGET_HEADER`]).
 //!
 //! Gateway route semantics (App Mesh):
 //! - order: `priority` ascending (0 first), routes without priority after, then the most
@@ -60,8 +65,9 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, VirtualHost, header_matcher,
-    route::Action, route_action,
+    DirectResponseAction, HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost, header_matcher, retry_policy, route::Action, route_action,
+    route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::health_check::v3::HealthCheck as HealthCheckFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -94,6 +100,17 @@ use crate::{
 /// Header carrying, from hop 1 to hop 2, the Host the backend must see. Hop 1 overwrites
 /// it on every request, so a client cannot choose it.
 pub(crate) const FINAL_HOST_HEADER: &str = "x-meshplane-host";
+
+/// Response header of hop 2's catch-all 404: the request named a gateway route hop 2 does
+/// not serve (yet). Hop 1 and hop 2 are two route configurations, which Envoy applies one
+/// after the other, so a request on a just-created gateway route can briefly reach hop 2
+/// before hop 2 has its virtual host. Hop 1 retries exactly those answers
+/// ([`UNKNOWN_TARGET_RETRIES`] times, 10-50 ms apart) and removes the header, so an
+/// application's own 404 is never retried and never carries it.
+pub(crate) const UNKNOWN_TARGET_HEADER: &str = "x-meshplane-unknown-target";
+/// Hop 1's retries of an unknown-target answer: enough to span the moment between the two
+/// route configurations taking effect (both arrive in one RDS push).
+const UNKNOWN_TARGET_RETRIES: i64 = 5;
 
 /// Translates gateway `name`'s proxy configuration into `out`.
 pub(crate) fn translate(
@@ -139,13 +156,39 @@ pub(crate) fn translate(
         &node,
     );
     let eg = egress::collect(&mut ctx);
-    let targets = hop2(&mut ctx, &eg);
-    hop1(&mut ctx, gw, &routes, &targets);
+    let (targets, hosts) = hop2_hosts(&mut ctx, &eg);
+    let mut uses = Vec::new();
+    hop1(&mut ctx, gw, &routes, &targets, &mut uses);
+    hop2(&mut ctx, &hosts, &uses);
     ctx.finish(out)
 }
 
 /// What hop 2 serves: `(service, port)` pairs reachable over HTTP.
 type Targets = BTreeSet<(String, u32)>;
+
+/// One gateway route as hop 1 sends it to hop 2: hop 2 has a virtual host per gateway route
+/// (authority [`hop2_authority`]), so retargeting a route changes hop 2 alone and
+/// rewriting or re-matching it changes hop 1 alone: each change lands in one route
+/// configuration, atomically, and no request falls between two versions.
+struct Hop2Use {
+    route: String,
+    service: String,
+    port: u32,
+    keep_host: bool,
+}
+
+/// Hop 2's authority for gateway route `name`: stable while the route exists, whatever it
+/// targets, and not a name a client would send (hop 1 rewrites every request to it).
+fn hop2_authority(name: &str) -> String {
+    // FNV-1a: stable across builds and platforms; not a security boundary (hop 1
+    // overwrites the Host of every request it forwards).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("gr-{h:016x}.gateway.meshplane")
+}
 
 /// The address hop 2 listens on (and the self-redirect clusters connect to).
 fn hop2_ip(ctx: &Ctx<'_>) -> String {
@@ -154,16 +197,21 @@ fn hop2_ip(ctx: &Ctx<'_>) -> String {
         .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string())
 }
 
-/// Builds hop 2 (listener, route configuration) from the collected egress; returns what it
-/// serves.
-fn hop2(ctx: &mut Ctx<'_>, eg: &Egress) -> Targets {
+/// The virtual host a sidecar's egress would hold for each `(service, port)` hop 2 can
+/// reach over HTTP, and that set.
+fn hop2_hosts(
+    ctx: &mut Ctx<'_>,
+    eg: &Egress,
+) -> (
+    Targets,
+    std::collections::BTreeMap<(String, u32), VirtualHost>,
+) {
     let mut served = Targets::new();
     let mut seen = BTreeSet::new();
-    let mut vhs = Vec::new();
-    for (port, hosts) in &eg.http {
-        for (vs, vh) in hosts {
-            let authority = format!("{vs}:{port}");
-            if !seen.insert(authority.to_ascii_lowercase()) {
+    let mut hosts = std::collections::BTreeMap::new();
+    for (port, vhs) in &eg.http {
+        for (vs, vh) in vhs {
+            if !seen.insert(format!("{vs}:{port}").to_ascii_lowercase()) {
                 let vs_id = ctx
                     .snap
                     .id(meshplane_model::ResourceKind::VirtualService, vs);
@@ -177,24 +225,52 @@ fn hop2(ctx: &mut Ctx<'_>, eg: &Egress) -> Targets {
                 );
                 continue;
             }
-            let mut vh = vh.clone();
-            vh.name = authority.clone();
-            vh.domains = vec![authority];
-            for r in &mut vh.routes {
-                if let Some(Action::Route(a)) = &mut r.action {
-                    a.host_rewrite_specifier =
-                        Some(route_action::HostRewriteSpecifier::HostRewriteHeader(
-                            FINAL_HOST_HEADER.to_owned(),
-                        ));
-                }
-            }
             served.insert((vs.clone(), *port));
-            vhs.push(vh);
+            hosts.insert((vs.clone(), *port), vh.clone());
         }
     }
-    if vhs.is_empty() {
-        return served;
+    (served, hosts)
+}
+
+/// Builds hop 2 (listener, route configuration): one virtual host per gateway route hop 1
+/// sends, holding the routes of its target, each restoring the Host the backend must see
+/// (the service name, or the client's Host from `x-meshplane-host` when the gateway route
+/// disables the rewrite); then the unknown-target catch-all.
+fn hop2(
+    ctx: &mut Ctx<'_>,
+    hosts: &std::collections::BTreeMap<(String, u32), VirtualHost>,
+    uses: &[Hop2Use],
+) {
+    let mut vhs = Vec::new();
+    let mut seen = BTreeSet::new();
+    for u in uses {
+        let authority = hop2_authority(&u.route);
+        let Some(template) = hosts.get(&(u.service.clone(), u.port)) else {
+            continue;
+        };
+        if !seen.insert(authority.clone()) {
+            continue;
+        }
+        let mut vh = template.clone();
+        vh.name = authority.clone();
+        vh.domains = vec![authority];
+        for r in &mut vh.routes {
+            if let Some(Action::Route(a)) = &mut r.action {
+                a.host_rewrite_specifier = Some(if u.keep_host {
+                    route_action::HostRewriteSpecifier::HostRewriteHeader(
+                        FINAL_HOST_HEADER.to_owned(),
+                    )
+                } else {
+                    route_action::HostRewriteSpecifier::HostRewriteLiteral(u.service.clone())
+                });
+            }
+        }
+        vhs.push(vh);
     }
+    if vhs.is_empty() {
+        return;
+    }
+    vhs.push(unknown_target_vhost());
     let port = ctx.opts.egress_port;
     let rc_name = names::egress_route_config(i64::from(port));
     ctx.out.route_configs.insert(
@@ -230,7 +306,6 @@ fn hop2(ctx: &mut Ctx<'_>, eg: &Egress) -> Targets {
         ..Default::default()
     };
     ctx.out.listeners.insert(listener.name.clone(), listener);
-    served
 }
 
 /// The gateway route kinds a listener protocol serves.
@@ -257,6 +332,7 @@ fn hop1(
     gw: &VirtualGatewaySpec,
     routes: &[(&str, &GatewayRouteSpec)],
     targets: &Targets,
+    uses: &mut Vec<Hop2Use>,
 ) {
     let mut listeners: Vec<&VirtualGatewayListener> = gw.listeners.iter().collect();
     listeners.sort_by_key(|l| l.port_mapping.port);
@@ -301,7 +377,7 @@ fn hop1(
         }
     }
     for l in usable {
-        listener(ctx, gw, l, routes, targets);
+        listener(ctx, gw, l, routes, targets, uses);
     }
 }
 
@@ -377,6 +453,7 @@ fn listener(
     l: &VirtualGatewayListener,
     routes: &[(&str, &GatewayRouteSpec)],
     targets: &Targets,
+    uses: &mut Vec<Hop2Use>,
 ) {
     let pm = &l.port_mapping;
     let port = pb::clamp_u32(pm.port);
@@ -414,8 +491,9 @@ fn listener(
         if !kind_matches(r, &pm.protocol) || route_port(r).is_some_and(|p| p != pm.port) {
             continue;
         }
-        if let Some(x) = gateway_route(ctx, name, r, &cluster_name, targets) {
-            envoy_routes.push(x);
+        if let Some((key, route, used)) = gateway_route(ctx, name, r, &cluster_name, targets) {
+            envoy_routes.push((key, route));
+            uses.push(used);
         }
     }
     envoy_routes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -535,11 +613,6 @@ fn set_header(name: &str, value: String) -> HeaderValueOption {
     }
 }
 
-/// Escapes a literal for Envoy's header formatter (`%` starts a command).
-fn literal(s: &str) -> String {
-    s.replace('%', "%%")
-}
-
 /// The path rewrite of an HTTP gateway route.
 enum PathRewrite {
     None,
@@ -606,7 +679,7 @@ fn gateway_route(
     r: &GatewayRouteSpec,
     cluster: &str,
     targets: &Targets,
-) -> Option<(OrderKey, Route)> {
+) -> Option<(OrderKey, Route, Hop2Use)> {
     let route_id = ctx.snap.gateway_route_id(ctx.node_name, name);
     let built = if let Some(h) = r.http_route.as_ref().or(r.http2_route.as_ref()) {
         let m = HttpRouteMatch {
@@ -709,28 +782,80 @@ fn gateway_route(
             )
         }
     };
-    // Evaluated before the host rewrite below, so `%REQ(:authority)%` is the client's Host.
-    // Envoy itself keeps that Host in `x-envoy-original-host` when it rewrites it.
-    let final_host = if keep_host {
-        "%REQ(:authority)%".to_owned()
-    } else {
-        literal(&vs)
-    };
-    let headers = vec![set_header(FINAL_HOST_HEADER, final_host)];
+    // Evaluated before the host rewrite below, so `%REQ(:authority)%` is the client's Host
+    // (always set, so a client cannot choose it; hop 2 uses it only when the gateway route
+    // keeps the client's Host). Envoy itself keeps that Host in `x-envoy-original-host`.
+    let headers = vec![set_header(
+        FINAL_HOST_HEADER,
+        "%REQ(:authority)%".to_owned(),
+    )];
     let action = RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
-        // Hop 2 (the router's routes) owns the timeout and retries.
+        // Hop 2 (the router's routes) owns the timeout and retries; hop 1 retries only
+        // hop 2's unknown-target answers (below).
         timeout: Some(pb::millis(0)),
         prefix_rewrite,
         regex_rewrite,
         host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(
-            format!("{vs}:{port}"),
+            hop2_authority(name),
         )),
         ..Default::default()
     };
+    let action = RouteAction {
+        retry_policy: Some(unknown_target_retry()),
+        ..action
+    };
     let mut route = route::envoy_route(name, rm, action);
     route.request_headers_to_add = headers;
-    Some((key, route))
+    route.response_headers_to_remove = vec![UNKNOWN_TARGET_HEADER.to_owned()];
+    let used = Hop2Use {
+        route: name.to_owned(),
+        service: vs,
+        port,
+        keep_host,
+    };
+    Some((key, route, used))
+}
+
+/// Hop 2's last virtual host: any authority no target claims gets a 404 marked with
+/// [`UNKNOWN_TARGET_HEADER`].
+fn unknown_target_vhost() -> VirtualHost {
+    VirtualHost {
+        name: "unknown_target".to_owned(),
+        domains: vec!["*".to_owned()],
+        routes: vec![Route {
+            name: "unknown_target".to_owned(),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+                ..Default::default()
+            }),
+            action: Some(Action::DirectResponse(DirectResponseAction {
+                status: 404,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        response_headers_to_add: vec![set_header(UNKNOWN_TARGET_HEADER, "true".to_owned())],
+        ..Default::default()
+    }
+}
+
+/// Hop 1's only retries: of hop 2's unknown-target answers (see [`UNKNOWN_TARGET_HEADER`]).
+fn unknown_target_retry() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "retriable-headers".to_owned(),
+        num_retries: Some(pb::u32v(UNKNOWN_TARGET_RETRIES)),
+        retriable_headers: vec![HeaderMatcher {
+            name: UNKNOWN_TARGET_HEADER.to_owned(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::PresentMatch(true)),
+            ..Default::default()
+        }],
+        retry_back_off: Some(retry_policy::RetryBackOff {
+            base_interval: Some(pb::millis(10)),
+            max_interval: Some(pb::millis(50)),
+        }),
+        ..Default::default()
+    }
 }
 
 /// The `(service, port)` of hop 2 a target selects; `None` (with a diagnostic) when hop 2
@@ -810,10 +935,5 @@ mod tests {
         assert!(re.is_match("a.example.com:80"));
         assert!(!re.is_match("example.com"));
         assert!(hostname_matcher(&GatewayRouteHostnameMatch::default()).is_err());
-    }
-
-    #[test]
-    fn header_literals_escape_the_formatter() {
-        assert_eq!(literal("a%b"), "a%%b");
     }
 }
