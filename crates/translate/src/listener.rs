@@ -6,6 +6,10 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+    FilterConfig as ForwardProxyFilterConfig, filter_config,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -44,6 +48,16 @@ pub(crate) enum Routes {
 
 /// An HTTP connection manager filter (codec auto-detected: HTTP/1.1 and h2c).
 pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>) -> Filter {
+    hcm_with(stat_prefix, routes, access_log, Vec::new())
+}
+
+/// [`hcm`] with HTTP filters that run before the router.
+pub(crate) fn hcm_with(
+    stat_prefix: &str,
+    routes: Routes,
+    access_log: Vec<AccessLog>,
+    mut http_filters: Vec<HttpFilter>,
+) -> Filter {
     let route_specifier = match routes {
         Routes::Rds(name) => http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(pb::ads()),
@@ -55,19 +69,38 @@ pub(crate) fn hcm(stat_prefix: &str, routes: Routes, access_log: Vec<AccessLog>)
         stat_prefix: stat_prefix.to_owned(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: {
+            http_filters.push(HttpFilter {
+                name: "envoy.filters.http.router".to_owned(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(
+                    &Router::default(),
+                ))),
+                ..Default::default()
+            });
+            http_filters
+        },
         access_log,
         ..Default::default()
     };
     Filter {
         name: HCM.to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(pb::any(&hcm))),
+    }
+}
+
+/// The dynamic forward proxy HTTP filter over `dns_cache` (it acts only on requests routed
+/// to a dynamic forward proxy cluster).
+pub(crate) fn forward_proxy_filter(dns_cache: DnsCacheConfig) -> HttpFilter {
+    let config = ForwardProxyFilterConfig {
+        implementation_specifier: Some(filter_config::ImplementationSpecifier::DnsCacheConfig(
+            dns_cache,
+        )),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: "envoy.filters.http.dynamic_forward_proxy".to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(&config))),
+        ..Default::default()
     }
 }
 

@@ -9,6 +9,11 @@
 //!   with the listener's `perRequest` timeout (default 15 s) and `idle` timeout;
 //! - tcp: TCP proxy (stat prefix `ingress`) with the listener's `tcp.idle` timeout.
 //!
+//! Explicit mode ([`crate::TranslateOptions::listen_address`]): the listener binds that
+//! address and also `<address>:<listener port>` for every listener, so a caller reaches the
+//! node's port directly; the ingress clusters then point at
+//! [`crate::TranslateOptions::app_address`] when set.
+//!
 //! The node's access log is attached to every filter chain. Listener TLS is not translated
 //! yet: a `STRICT` listener is not served at all (fail closed), a `PERMISSIVE` one is served in
 //! plaintext; both with a diagnostic.
@@ -16,7 +21,9 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    AdditionalAddress, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
 use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol, TlsMode};
@@ -163,6 +170,7 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
                 logs,
             )
         };
+        ctx.ingress_ports.insert(pb::clamp_u32(pm.port));
         chains.push(FilterChain {
             name: format!("ingress_{}_{}", pm.protocol, pm.port),
             filter_chain_match: Some(FilterChainMatch {
@@ -177,9 +185,24 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
         return;
     }
     let port = ctx.opts.ingress_port;
+    // Explicit mode: also listen on each listener port, so callers reach the filter chain of
+    // that port without iptables (the application listens on its own address).
+    let additional_addresses = match ctx.opts.listen_address {
+        Some(_) => ctx
+            .ingress_ports
+            .iter()
+            .filter(|p| **p != port)
+            .map(|p| AdditionalAddress {
+                address: Some(listen_address(ctx, *p)),
+                ..Default::default()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let listener = Listener {
         name: names::ingress_listener(port),
         address: Some(listen_address(ctx, port)),
+        additional_addresses,
         filter_chains: chains,
         listener_filters: vec![original_dst()],
         traffic_direction: TrafficDirection::Inbound as i32,
