@@ -187,10 +187,14 @@ fn health_check(hc: &HealthCheckPolicy) -> HealthCheck {
             ..Default::default()
         }),
     };
+    let interval = pb::millis(hc.interval_millis.max(1));
     HealthCheck {
         // Envoy requires both to be > 0.
         timeout: Some(pb::millis(hc.timeout_millis.max(1))),
-        interval: Some(pb::millis(hc.interval_millis.max(1))),
+        interval: Some(interval),
+        // The declared interval also before the caller has sent traffic: Envoy's default
+        // (60 s) would leave an endpoint that failed its first probe out for a minute.
+        no_traffic_interval: Some(interval),
         unhealthy_threshold: Some(pb::u32v(hc.unhealthy_threshold)),
         healthy_threshold: Some(pb::u32v(hc.healthy_threshold)),
         health_checker: Some(checker),
