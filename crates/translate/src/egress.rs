@@ -680,25 +680,16 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
         return;
     }
     let port = ctx.opts.egress_port;
-    // Explicit mode: also listen on each destination port, so the chains match directly.
+    // Explicit mode: also listen on each destination port, so the chains match directly
+    // (these ports win over the node's own listener ports, see `virtual_node`).
     let mut additional_addresses = Vec::new();
     if ctx.opts.listen_address.is_some() {
+        ctx.egress_ports.insert(port);
         for p in chains.keys() {
             if *p == port || *p == ctx.opts.ingress_port {
                 continue;
             }
-            if ctx.ingress_ports.contains(p) {
-                // The ingress listener already binds the node's own listener ports.
-                ctx.diag(
-                    Severity::Warning,
-                    DiagnosticCode::EgressPortConflict,
-                    Some(ctx.node_id()),
-                    format!(
-                        "explicit mode: egress port {p} is also a listener port of this node, bound by its ingress listener; backends on that port are not reachable in explicit mode"
-                    ),
-                );
-                continue;
-            }
+            ctx.egress_ports.insert(*p);
             additional_addresses.push(AdditionalAddress {
                 address: Some(listen_address(ctx, *p)),
                 ..Default::default()

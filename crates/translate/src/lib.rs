@@ -248,6 +248,7 @@ pub fn translate_node(
             }
             virtual_node::ingress(&mut ctx);
             egress::egress(&mut ctx);
+            virtual_node::explicit_ingress_addresses(&mut ctx);
             ctx.finish(out)
         }
     }
@@ -262,8 +263,10 @@ pub(crate) struct Ctx<'a> {
     pub node_name: &'a str,
     pub node: &'a VirtualNodeSpec,
     pub mesh: MeshSpec,
-    /// Ports the ingress listener also binds in explicit mode (its node listener ports).
+    /// The node's served listener ports (explicit mode binds them on the ingress listener).
     pub ingress_ports: std::collections::BTreeSet<u32>,
+    /// Ports the egress listener binds in explicit mode.
+    pub egress_ports: std::collections::BTreeSet<u32>,
     pub out: ProxyConfig,
 }
 
@@ -283,6 +286,7 @@ impl<'a> Ctx<'a> {
             node,
             mesh: snap.mesh.clone().unwrap_or_default(),
             ingress_ports: Default::default(),
+            egress_ports: Default::default(),
             out: ProxyConfig::default(),
         }
     }
