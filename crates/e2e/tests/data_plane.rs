@@ -476,11 +476,14 @@ async fn active_health_checks_remove_an_unhealthy_endpoint() {
 // ---------------------------------------------------------------- access logs
 
 /// `logging.accessLog.file` with a text format (the caller, egress side) and a JSON format
-/// (the callee, ingress side, in explicit mode): one line each per request, with the fields.
+/// (the callee, ingress side, in explicit mode with its application on its own address):
+/// one line each per request, with the fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_logs_write_text_and_json_lines() {
     let w = World::new("logs").await;
-    let app = HttpBackend::start("srv").await;
+    // The application on its own loopback address (tag `meshplane.io/app-address`).
+    let app_ip = loopback_ip();
+    let app = HttpBackend::start_on("srv", addr(app_ip, 0)).await;
     let dir = std::env::temp_dir().join(format!("meshplane-dp-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (text_log, json_log) = (dir.join("front.log"), dir.join("server.log"));
@@ -500,7 +503,10 @@ async fn access_logs_write_text_and_json_lines() {
                 {"key": "code", "value": "%RESPONSE_CODE%"},
             ]}}}}
         }),
-        &[("meshplane.io/listen-address", server_ip.to_string())],
+        &[
+            ("meshplane.io/listen-address", server_ip.to_string()),
+            ("meshplane.io/app-address", app_ip.to_string()),
+        ],
     )
     .await;
     node_service(&w, "srv.local", "server").await;
