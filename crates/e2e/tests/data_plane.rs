@@ -192,20 +192,24 @@ async fn cloud_map(api: SocketAddr, op: &str, body: Value) -> Value {
 
 /// App Mesh applies a node's listener connection pool on its own ingress cluster
 /// (`cds_ingress_*`, walkthroughs #2 and #24). HTTP `maxConnections`/`maxPendingRequests`,
-/// HTTP/2 `maxRequests` and TCP `maxConnections` each turn the overflow away (503 with
-/// Envoy's overflow counters, or a closed TCP connection) while the admitted requests pass.
+/// HTTP/2 and gRPC `maxRequests` and TCP `maxConnections` each turn the overflow away (503 or
+/// `UNAVAILABLE` with Envoy's overflow counters, or a closed TCP connection) while the
+/// admitted requests pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_pools_trip_circuit_breakers_on_the_ingress_side() {
     let w = World::new("pools").await;
     let h1 = HttpBackend::start("h1").await;
     let h2 = HttpBackend::start("h2").await;
     let echo = TcpEcho::start().await;
+    let g = GrpcBackend::start("g").await;
     let ip = loopback_ip();
     explicit_node(
         &w,
         "server",
         ip,
         json!([
+            {"portMapping": {"port": g.port(), "protocol": "grpc"},
+             "connectionPool": {"grpc": {"maxRequests": 1}}},
             {"portMapping": {"port": h1.port(), "protocol": "http"},
              "connectionPool": {"http": {"maxConnections": 1, "maxPendingRequests": 1}}},
             {"portMapping": {"port": h2.port(), "protocol": "http2"},
@@ -276,6 +280,45 @@ async fn connection_pools_trip_circuit_breakers_on_the_ingress_side() {
     );
     assert!(envoy.stat(&format!("{c2}.upstream_cx_http2_total")).await >= 1);
 
+    // gRPC: one call at a time; the others fail fast with UNAVAILABLE (Envoy's overflow).
+    let via = addr(ip, g.port());
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(async move {
+                let text = format!("call {i}");
+                grpc::call_with(
+                    via,
+                    "server.local",
+                    "/demo.Greeter/Hello",
+                    &text,
+                    &[("x-delay-ms", "800")],
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut ok, mut unavailable) = (0, 0);
+    for c in calls {
+        match c.await.expect("grpc call task") {
+            Ok(_) => ok += 1,
+            Err(s) if s.code() == tonic::Code::Unavailable => unavailable += 1,
+            Err(s) => panic!("unexpected gRPC status {s:?}"),
+        }
+    }
+    assert!(
+        ok >= 1 && unavailable >= 2,
+        "ok {ok}, unavailable {unavailable}"
+    );
+    let cg = cluster("grpc", g.port());
+    assert_eq!(
+        envoy
+            .stat(&format!("{cg}.upstream_rq_active_overflow"))
+            .await,
+        unavailable,
+        "{}",
+        stats_of(&envoy, &cg).await
+    );
+
     // TCP: the first connection is admitted and held open; the second is closed unanswered.
     let via = addr(ip, echo.port());
     let mut first = tokio::net::TcpStream::connect(via).await.expect("connect");
@@ -326,8 +369,9 @@ async fn pool_mesh(w: &World, backends: &[&HttpBackend], port: u16, extra: Value
 }
 
 /// `outlierDetection`: an endpoint answering 5xx is ejected after `maxServerErrors` in a row
-/// (Envoy's `ejections_enforced_total`), gets no traffic while ejected, and is back after
-/// `baseEjectionDuration`.
+/// (Envoy's `ejections_enforced_total`), gets no traffic while ejected, a second failing one
+/// is not ejected past `maxEjectionPercent` (`ejections_overflow`), and the first is back
+/// after `baseEjectionDuration`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
     let w = World::new("outlier").await;
@@ -342,7 +386,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
         json!({"outlierDetection": {
             "maxServerErrors": 3,
             "interval": {"unit": "ms", "value": 300},
-            "baseEjectionDuration": {"unit": "ms", "value": 3000},
+            "baseEjectionDuration": {"unit": "ms", "value": 5000},
             "maxEjectionPercent": 50
         }}),
     )
@@ -387,14 +431,37 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
     // While ejected, the failing endpoint gets nothing and every request succeeds.
     let before = a.requests();
     let rep = t.load("/").requests(20).concurrency(1).run().await;
-    assert!(
-        ejected_at.elapsed() < Duration::from_millis(2500),
-        "20 requests took {:?}: too slow to observe the 3 s ejection",
-        ejected_at.elapsed()
-    );
     assert_eq!(a.requests(), before, "an ejected endpoint gets no traffic");
     assert_eq!(rep.failures(), 0, "{:?}", rep.by_status);
     assert_eq!(rep.count("b") + rep.count("c"), 20);
+
+    // maxEjectionPercent 50: with one of three out, a second failing endpoint stays in.
+    let overflow = format!("{cluster}.outlier_detection.ejections_overflow");
+    b.fail_next(1_000_000);
+    for _ in 0..30 {
+        t.get("/").await;
+        if envoy.stat(&overflow).await >= 1 {
+            break;
+        }
+    }
+    b.fail_next(0);
+    assert!(
+        envoy.stat(&overflow).await >= 1,
+        "{}",
+        stats_of(&envoy, &cluster).await
+    );
+    assert_eq!(
+        envoy
+            .stat(&format!("{cluster}.outlier_detection.ejections_active"))
+            .await,
+        1,
+        "still only one endpoint ejected"
+    );
+    assert!(
+        ejected_at.elapsed() < Duration::from_millis(4500),
+        "the checks took {:?}: too slow to observe the 5 s ejection",
+        ejected_at.elapsed()
+    );
 
     // Healthy again: back after the base ejection time.
     a.fail_next(0);
@@ -406,7 +473,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
     )
     .await;
     assert!(
-        ejected_at.elapsed() >= Duration::from_millis(2900),
+        ejected_at.elapsed() >= Duration::from_millis(4900),
         "returned after {:?}, before baseEjectionDuration",
         ejected_at.elapsed()
     );

@@ -7,7 +7,8 @@
 //!
 //! Every reply names the backend and the method it served (`Pong { backend, method }`);
 //! any other path gets gRPC `UNIMPLEMENTED`. Failure injection:
-//! [`fail_next`](GrpcBackend::fail_next) makes the next N calls fail with `UNAVAILABLE`.
+//! [`fail_next`](GrpcBackend::fail_next) makes the next N calls fail with `UNAVAILABLE`;
+//! request metadata `x-delay-ms: N` makes a call wait N ms before answering.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -147,8 +148,16 @@ impl UnaryService<Ping> for Method {
 
     fn call(&mut self, request: tonic::Request<Ping>) -> Self::Future {
         let m = self.clone();
+        let delay = request
+            .metadata()
+            .get("x-delay-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         Box::pin(async move {
             m.counters.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(ms) = delay {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let fail = m
                 .counters
                 .fail_remaining
