@@ -486,16 +486,19 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
 
 // ---------------------------------------------------------------- active health checks
 
-/// `healthCheck` on the target listener: the caller's Envoy probes every endpoint; one that
-/// fails is taken out of the load balancer (`membership_healthy`, `health_check.failure`) and
-/// gets only probes; once it passes again it serves again.
+/// `healthCheck` on the target listener: the caller's Envoy probes every endpoint on the
+/// check's `path`; one that fails there (while still answering other paths) is taken out of
+/// the load balancer (`membership_healthy`, `health_check.failure`) and gets only probes;
+/// once it passes again it serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks_remove_an_unhealthy_endpoint() {
     let w = World::new("hc").await;
     let a = HttpBackend::start("a").await;
     let b = HttpBackend::start("b").await;
     let c = HttpBackend::start("c").await;
-    c.fail_next(1_000_000);
+    // Only the probe path fails: `c` would answer traffic to `/`, so any "c" body below
+    // means the health check did not take it out.
+    c.fail_path(Some("/ping"));
     let port = free_port();
     let ip = pool_mesh(
         &w,
@@ -514,21 +517,20 @@ async fn active_health_checks_remove_an_unhealthy_endpoint() {
     assert!(envoy.stat(&format!("{cluster}.health_check.failure")).await >= 1);
     assert!(envoy.stat(&format!("{cluster}.health_check.success")).await >= 2);
 
-    // 30 requests: the unhealthy endpoint sees at most its probes (one per 5 s), not its
-    // round-robin third.
+    // 30 requests: the unhealthy endpoint gets none of them (only its probes, one per 5 s).
     let t = target("pool.local", ip, port);
     let before = c.requests();
     let rep = t.load("/").requests(30).concurrency(2).run().await;
     assert_eq!(rep.failures(), 0, "{:?}", rep.by_status);
+    assert_eq!(rep.count("a") + rep.count("b"), 30, "{:?}", rep.by_body);
     assert!(
         c.requests() - before <= 2,
         "the unhealthy endpoint got {} requests",
         c.requests() - before
     );
-    assert_eq!(rep.count("a") + rep.count("b"), 30);
 
     // It recovers: the next probe passes and it serves again.
-    c.fail_next(0);
+    c.fail_path(None);
     stat_equals(
         &envoy,
         &format!("{cluster}.membership_healthy"),
