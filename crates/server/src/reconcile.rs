@@ -43,11 +43,14 @@ const DEBOUNCE_QUIET: Duration = Duration::from_millis(10);
 const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 /// Page size of the initial (and post-compaction) listing.
 const LIST_PAGE: usize = 1000;
+/// Virtual node tag (a meshplane extension): the application's address, where the ingress
+/// clusters send inbound traffic ([`TranslateOptions::app_address`]).
+pub use meshplane_translate::APP_ADDRESS_TAG;
 /// Virtual node or gateway tag (a meshplane extension) that puts its proxies in explicit mode:
-/// listeners bound to this IP, egress also on each backend port
-/// ([`TranslateOptions::listen_address`]). Lets several Envoys share one host, each on its
-/// own loopback address, without iptables (tests, `meshplane demo`).
-pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
+/// listeners bound to this IP, ingress also on each listener port, egress also on each
+/// backend port ([`TranslateOptions::listen_address`]). Lets several Envoys share one host,
+/// each on its own loopback address, without iptables (tests, `meshplane demo`).
+pub use meshplane_translate::LISTEN_ADDRESS_TAG;
 
 /// What the reconciler computed for one proxy identity (virtual node).
 #[derive(Clone)]
@@ -601,23 +604,14 @@ async fn next_event(a: &mut WatchStream, b: &mut WatchStream) -> Option<Result<E
 }
 
 /// The translate options of one virtual node when they differ from `base`: its
-/// [`LISTEN_ADDRESS_TAG`] (an unparsable value is logged, once per write, and ignored).
+/// [`LISTEN_ADDRESS_TAG`] and [`APP_ADDRESS_TAG`] (an unparsable value is logged, once per
+/// write, and ignored).
 fn node_options(base: &TranslateOptions, node: &Resource) -> Option<TranslateOptions> {
-    let tag = node.tags.iter().find(|t| t.key == LISTEN_ADDRESS_TAG)?;
-    match tag.value.parse::<std::net::IpAddr>() {
-        Ok(ip) => Some(TranslateOptions {
-            listen_address: Some(ip),
-            ..base.clone()
-        }),
-        Err(_) => {
-            tracing::warn!(
-                node = %node.id,
-                value = %tag.value,
-                "tag {LISTEN_ADDRESS_TAG} is not an IP address; ignored"
-            );
-            None
-        }
+    let (options, errors) = base.with_node_tags(&node.tags);
+    for e in errors {
+        tracing::warn!(node = %node.id, error = %e, "bad meshplane tag");
     }
+    (options != *base).then_some(options)
 }
 
 /// Encodes `config`, sharing the resources that are byte-identical in `previous`.

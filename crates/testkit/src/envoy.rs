@@ -45,6 +45,10 @@ pub struct EnvoyOptions {
     /// App Mesh image variables given to `meshplane envoy bootstrap` (e.g. a tracer's), on
     /// top of the otherwise cleared environment.
     pub env: Vec<(String, String)>,
+    /// A private `/etc/hosts` for this Envoy only (names its DNS clusters resolve): Envoy runs
+    /// in its own mount namespace (`unshare --mount`, needs root) with this file bound over
+    /// `/etc/hosts`; the network namespace is the host's.
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -56,6 +60,7 @@ impl EnvoyOptions {
             flavor,
             log_level: "info".to_owned(),
             env: Vec::new(),
+            hosts_file: None,
         }
     }
 }
@@ -93,13 +98,26 @@ impl Envoy {
         let log = dir.path().join("envoy.log");
         let stderr = std::fs::File::create(&log).expect("create envoy log");
         let bin = envoy_binary();
-        let child = Command::new(&bin)
+        let mut cmd = match &opts.hosts_file {
+            None => Command::new(&bin),
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                    .arg(hosts)
+                    .arg(&bin);
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg(&bootstrap)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l"])
             .arg(&opts.log_level)
             // Quick exit on kill and on listener drain (tests delete and re-add routes).
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
+            // Access log lines reach their files within 100 ms (Envoy's default is 10 s).
+            .args(["--file-flush-interval-msec", "100"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

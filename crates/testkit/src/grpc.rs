@@ -6,11 +6,15 @@
 //! - `demo.Echo/Echo`
 //!
 //! Every reply names the backend and the method it served (`Pong { backend, method }`);
-//! any other path gets gRPC `UNIMPLEMENTED`.
+//! any other path gets gRPC `UNIMPLEMENTED`. Failure injection:
+//! [`fail_next`](GrpcBackend::fail_next) makes the next N calls fail with `UNAVAILABLE`;
+//! request metadata `x-delay-ms: N` makes a call wait N ms before answering.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -54,13 +58,21 @@ pub struct Pong {
 /// A running gRPC backend; stops when dropped.
 pub struct GrpcBackend {
     addr: SocketAddr,
+    counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    fail_remaining: AtomicU64,
 }
 
 #[derive(Clone)]
 struct Method {
     backend: String,
     path: &'static str,
+    counters: Arc<Counters>,
 }
 
 // === impl GrpcBackend ===
@@ -72,11 +84,13 @@ impl GrpcBackend {
             .await
             .expect("bind grpc backend");
         let addr = listener.local_addr().expect("local addr");
+        let counters = Arc::new(Counters::default());
         let mut app = Router::new();
         for path in METHODS {
             let m = Method {
                 backend: name.to_owned(),
                 path,
+                counters: counters.clone(),
             };
             app = app.route_service(path, GrpcRoute(m));
         }
@@ -92,7 +106,21 @@ impl GrpcBackend {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        GrpcBackend { addr, task }
+        GrpcBackend {
+            addr,
+            counters,
+            task,
+        }
+    }
+
+    /// Calls of a served method received so far (failed ones included).
+    pub fn calls(&self) -> u64 {
+        self.counters.calls.load(Ordering::SeqCst)
+    }
+
+    /// The next `n` calls fail with `UNAVAILABLE`.
+    pub fn fail_next(&self, n: u64) {
+        self.counters.fail_remaining.store(n, Ordering::SeqCst);
     }
 
     /// Its address.
@@ -120,7 +148,24 @@ impl UnaryService<Ping> for Method {
 
     fn call(&mut self, request: tonic::Request<Ping>) -> Self::Future {
         let m = self.clone();
+        let delay = request
+            .metadata()
+            .get("x-delay-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         Box::pin(async move {
+            m.counters.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(ms) = delay {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            let fail = m
+                .counters
+                .fail_remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if fail {
+                return Err(tonic::Status::unavailable("injected failure"));
+            }
             Ok(tonic::Response::new(Pong {
                 backend: m.backend,
                 method: m.path.to_owned(),
@@ -161,6 +206,17 @@ pub async fn call(
     path: &str,
     text: &str,
 ) -> Result<Pong, tonic::Status> {
+    call_with(via, authority, path, text, &[]).await
+}
+
+/// [`call`] with request metadata (ASCII `(name, value)` pairs).
+pub async fn call_with(
+    via: SocketAddr,
+    authority: &str,
+    path: &str,
+    text: &str,
+    metadata: &[(&'static str, &str)],
+) -> Result<Pong, tonic::Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
         .map_err(|e| tonic::Status::internal(e.to_string()))?
         .origin(
@@ -182,14 +238,17 @@ pub async fn call(
     let path: PathAndQuery = path
         .parse()
         .map_err(|e: http::uri::InvalidUri| tonic::Status::internal(e.to_string()))?;
+    let mut request = tonic::Request::new(Ping {
+        text: text.to_owned(),
+    });
+    for (k, v) in metadata {
+        let v = v
+            .parse()
+            .map_err(|_| tonic::Status::internal(format!("bad metadata value {v:?}")))?;
+        request.metadata_mut().insert(*k, v);
+    }
     client
-        .unary(
-            tonic::Request::new(Ping {
-                text: text.to_owned(),
-            }),
-            path,
-            ProstCodec::<Ping, Pong>::default(),
-        )
+        .unary(request, path, ProstCodec::<Ping, Pong>::default())
         .await
         .map(tonic::Response::into_inner)
 }

@@ -4,6 +4,7 @@
 //! `x-echo-method`, `x-echo-path` (path and query). A request with `x-echo-headers: 1` gets
 //! its request headers back as a JSON object instead of the name. Failure injection:
 //! - [`fail_next`](HttpBackend::fail_next): the next N requests get `503` (body `busy`);
+//! - [`fail_path`](HttpBackend::fail_path): every request for one path gets `503`;
 //! - request header `x-delay-ms: N`: wait N ms before answering.
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ struct Shared {
     name: String,
     requests: AtomicU64,
     fail_remaining: AtomicU64,
+    fail_path: std::sync::Mutex<Option<String>>,
     failed: AtomicU64,
 }
 
@@ -81,6 +83,11 @@ impl HttpBackend {
     pub fn fail_next(&self, n: u64) {
         self.shared.fail_remaining.store(n, Ordering::SeqCst);
     }
+
+    /// Every request whose path is `path` gets `503 busy` (`None`: none).
+    pub fn fail_path(&self, path: Option<&str>) {
+        *self.shared.fail_path.lock().expect("fail_path lock") = path.map(str::to_owned);
+    }
 }
 
 impl Drop for HttpBackend {
@@ -99,10 +106,17 @@ async fn handle(State(st): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let fail = st
-        .fail_remaining
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
+    let path_fails = st
+        .fail_path
+        .lock()
+        .expect("fail_path lock")
+        .as_deref()
+        .is_some_and(|p| p == req.uri().path());
+    let fail = path_fails
+        || st
+            .fail_remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     let (status, body) = if fail {
         st.failed.fetch_add(1, Ordering::SeqCst);
         (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())

@@ -14,6 +14,10 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, endpoint, lb_endpoint,
 };
+use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+    ClusterConfig as ForwardProxyClusterConfig, cluster_config,
+};
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
@@ -140,15 +144,16 @@ fn is_v6(p: Option<&IpPreference>) -> bool {
     )
 }
 
-/// The ingress cluster of one of the proxy's own listeners: STATIC to the local application.
+/// The ingress cluster of one of the proxy's own listeners: STATIC to the local application
+/// (`127.0.0.1`, `::1` under an IPv6 preference, or [`crate::TranslateOptions::app_address`]).
 pub(crate) fn ingress_cluster(ctx: &Ctx<'_>, l: &Listener) -> Cluster {
     let pm = &l.port_mapping;
     let name = names::ingress_cluster(ctx.mesh_name(), ctx.node_name, &pm.protocol, pm.port);
     let pref = ctx.ip_preference_of(ctx.node);
-    let local = if is_v6(pref.as_ref()) {
-        "::1"
-    } else {
-        "127.0.0.1"
+    let local = match ctx.opts.app_address {
+        Some(ip) => ip.to_string(),
+        None if is_v6(pref.as_ref()) => "::1".to_owned(),
+        None => "127.0.0.1".to_owned(),
     };
     Cluster {
         name: name.clone(),
@@ -159,7 +164,7 @@ pub(crate) fn ingress_cluster(ctx: &Ctx<'_>, l: &Listener) -> Cluster {
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         load_assignment: Some(assignment(
             &name,
-            vec![endpoint(local, pb::clamp_u32(pm.port), false, None)],
+            vec![endpoint(&local, pb::clamp_u32(pm.port), false, None)],
         )),
         circuit_breakers: Some(circuit_breakers(l.connection_pool.as_ref())),
         typed_extension_protocol_options: if is_h2(&pm.protocol) {
@@ -190,10 +195,14 @@ fn health_check(hc: &HealthCheckPolicy) -> HealthCheck {
             ..Default::default()
         }),
     };
+    let interval = pb::millis(hc.interval_millis.max(1));
     HealthCheck {
         // Envoy requires both to be > 0.
         timeout: Some(pb::millis(hc.timeout_millis.max(1))),
-        interval: Some(pb::millis(hc.interval_millis.max(1))),
+        interval: Some(interval),
+        // The declared interval also before the caller has sent traffic: Envoy's default
+        // (60 s) would leave an endpoint that failed its first probe out for a minute.
+        no_traffic_interval: Some(interval),
         unhealthy_threshold: Some(pb::u32v(hc.unhealthy_threshold)),
         healthy_threshold: Some(pb::u32v(hc.healthy_threshold)),
         health_checker: Some(checker),
@@ -328,6 +337,43 @@ pub(crate) fn ensure_egress_cluster(
 
 fn valid_ip(a: Option<&str>) -> Option<&str> {
     a.filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// The DNS cache shared by the forward-proxy cluster and the egress HTTP filter of an
+/// explicit-mode proxy under `ALLOW_ALL` (both must carry the same configuration).
+pub(crate) fn forward_proxy_dns_cache(ctx: &Ctx<'_>) -> DnsCacheConfig {
+    DnsCacheConfig {
+        name: format!("{}_egress_dns_cache", ctx.mesh_name()),
+        dns_lookup_family: dns_lookup_family(ctx.ip_preference_of(ctx.node).as_ref()) as i32,
+        ..Default::default()
+    }
+}
+
+/// The pass-through cluster of an explicit-mode proxy under `ALLOW_ALL`: a dynamic forward
+/// proxy to the request's `Host`. Explicit mode has no iptables, so the connection's own
+/// destination is the Envoy itself and an `ORIGINAL_DST` cluster would loop back into it.
+pub(crate) fn forward_proxy_cluster(ctx: &Ctx<'_>) -> Cluster {
+    let config = ForwardProxyClusterConfig {
+        cluster_implementation_specifier: Some(
+            cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(
+                forward_proxy_dns_cache(ctx),
+            ),
+        ),
+        ..Default::default()
+    };
+    Cluster {
+        name: names::passthrough_cluster(ctx.mesh_name()),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(
+            cluster::CustomClusterType {
+                name: "envoy.clusters.dynamic_forward_proxy".to_owned(),
+                typed_config: Some(pb::any(&config)),
+            },
+        )),
+        connect_timeout: Some(pb::millis(EGRESS_CONNECT_TIMEOUT_MS)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(circuit_breakers(None)),
+        ..Default::default()
+    }
 }
 
 /// The `ORIGINAL_DST` pass-through cluster used under `ALLOW_ALL`.

@@ -29,7 +29,10 @@
 //!
 //! Explicit mode ([`crate::TranslateOptions::listen_address`]): the listener binds that
 //! address, and also each egress destination port on it (`additional_addresses`), so an
-//! application without iptables reaches a port's filter chain by calling that port.
+//! application without iptables reaches a port's filter chain by calling that port. Under
+//! `ALLOW_ALL` the pass-through there is a dynamic forward proxy to the request's `Host`
+//! (same cluster name), and the egress port itself is an HTTP forward proxy: without
+//! iptables a connection's destination is the Envoy, so `ORIGINAL_DST` would loop.
 //!
 //! Client policy TLS (a backend's own `clientPolicy`, else `backendDefaults`) is not
 //! translated yet: a backend whose policy enforces TLS is withheld (fail closed) with a
@@ -55,10 +58,13 @@ use meshplane_model::virtual_node::Listener as NodeListener;
 use meshplane_model::virtual_service::VirtualServiceProvider;
 use meshplane_model::{ResourceId, ResourceKind};
 
-use crate::listener::{Routes, hcm, original_dst, tcp_proxy, tls_inspector_on};
+use crate::listener::{
+    Routes, forward_proxy_filter, hcm_with, original_dst, tcp_proxy, tls_inspector_on,
+};
 use crate::route::{self, OrderKey};
 use crate::virtual_node::{listen_address, listener_http_timeout, listener_tcp_idle_ms};
 use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 
 /// Stat prefix of the egress HTTP connection managers and TCP proxies.
 pub(crate) const EGRESS_STAT_PREFIX: &str = "egress";
@@ -555,6 +561,27 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
     let passthrough = names::passthrough_cluster(ctx.mesh_name());
     let node = ctx.node;
     let logs = || access_log::access_logs(node.logging.as_ref());
+    // Explicit mode under ALLOW_ALL: no iptables, so a connection's destination is this
+    // Envoy itself and ORIGINAL_DST would loop; forward to the request's Host instead.
+    let forward = allow_all && ctx.opts.listen_address.is_some();
+    let dns_cache = cluster::forward_proxy_dns_cache(ctx);
+    let http_filters = || {
+        if forward {
+            vec![forward_proxy_filter(dns_cache.clone())]
+        } else {
+            Vec::new()
+        }
+    };
+    let passthrough_host = || VirtualHost {
+        name: "passthrough".to_owned(),
+        domains: vec!["*".to_owned()],
+        routes: vec![route::envoy_route(
+            "passthrough",
+            catch_all(),
+            route::action(&[(passthrough.clone(), 1)], None, 0, None),
+        )],
+        ..Default::default()
+    };
     let mut chains: BTreeMap<u32, FilterChain> = BTreeMap::new();
     for (port, hosts) in eg.http {
         // Envoy matches domains case-insensitively and rejects duplicates.
@@ -578,16 +605,7 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
             vhs.push(vh);
         }
         if allow_all {
-            vhs.push(VirtualHost {
-                name: "passthrough".to_owned(),
-                domains: vec!["*".to_owned()],
-                routes: vec![route::envoy_route(
-                    "passthrough",
-                    catch_all(),
-                    route::action(&[(passthrough.clone(), 1)], None, 0, None),
-                )],
-                ..Default::default()
-            });
+            vhs.push(passthrough_host());
         }
         let rc_name = names::egress_route_config(i64::from(port));
         ctx.out.route_configs.insert(
@@ -606,7 +624,13 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
             chain(
                 format!("egress_http_{port}"),
                 port,
-                hcm(EGRESS_STAT_PREFIX, Routes::Rds(rc_name), logs()),
+                hcm_with(
+                    EGRESS_STAT_PREFIX,
+                    Routes::Rds(rc_name),
+                    logs(),
+                    http_filters(),
+                    Router::default(),
+                ),
             ),
         );
     }
@@ -634,17 +658,42 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
             chains.insert(port, chain(format!("egress_tcp_{port}"), port, f));
         }
     }
-    let default_filter_chain = allow_all.then(|| FilterChain {
-        name: "egress_passthrough".to_owned(),
-        filters: vec![tcp_proxy(
-            EGRESS_STAT_PREFIX,
-            &[(passthrough.clone(), 1)],
-            None,
-            logs(),
-        )],
-        ..Default::default()
-    });
-    if allow_all {
+    let default_filter_chain = match (allow_all, forward) {
+        (false, _) => None,
+        (true, false) => Some(FilterChain {
+            name: "egress_passthrough".to_owned(),
+            filters: vec![tcp_proxy(
+                EGRESS_STAT_PREFIX,
+                &[(passthrough.clone(), 1)],
+                None,
+                logs(),
+            )],
+            ..Default::default()
+        }),
+        // Explicit mode: the egress port is an HTTP forward proxy (`http_proxy=<ip>:15001`)
+        // to any host; a TCP pass-through cannot know where a connection was going.
+        (true, true) => Some(FilterChain {
+            name: "egress_passthrough".to_owned(),
+            filters: vec![hcm_with(
+                EGRESS_STAT_PREFIX,
+                Routes::Inline(Box::new(RouteConfiguration {
+                    name: "egress_passthrough".to_owned(),
+                    virtual_hosts: vec![passthrough_host()],
+                    validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue {
+                        value: false,
+                    }),
+                    ..Default::default()
+                })),
+                logs(),
+                http_filters(),
+                Router::default(),
+            )],
+            ..Default::default()
+        }),
+    };
+    if forward {
+        ctx.add_cluster(cluster::forward_proxy_cluster(ctx));
+    } else if allow_all {
         ctx.add_cluster(cluster::passthrough_cluster(ctx.mesh_name()));
     }
     // Kept out of `chains`: explicit mode must not listen on 443 for it (the original
@@ -670,18 +719,22 @@ fn build(ctx: &mut Ctx<'_>, eg: Egress) {
         return;
     }
     let port = ctx.opts.egress_port;
-    // Explicit mode: also listen on each destination port, so the chains match directly.
-    let additional_addresses = match ctx.opts.listen_address {
-        Some(_) => chains
-            .keys()
-            .filter(|p| **p != port)
-            .map(|p| AdditionalAddress {
+    // Explicit mode: also listen on each destination port, so the chains match directly
+    // (these ports win over the node's own listener ports, see `virtual_node`).
+    let mut additional_addresses = Vec::new();
+    if ctx.opts.listen_address.is_some() {
+        ctx.egress_ports.insert(port);
+        for p in chains.keys() {
+            if *p == port || *p == ctx.opts.ingress_port {
+                continue;
+            }
+            ctx.egress_ports.insert(*p);
+            additional_addresses.push(AdditionalAddress {
                 address: Some(listen_address(ctx, *p)),
                 ..Default::default()
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+            });
+        }
+    }
     let mut listener_filters = vec![original_dst()];
     let mut filter_chains: Vec<FilterChain> = chains.into_values().collect();
     if let Some(c) = amazonaws {

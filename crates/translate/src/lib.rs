@@ -20,11 +20,14 @@
 //! - `lds_ingress_0.0.0.0_15000` (only when the node has listeners): one filter chain per
 //!   node listener, matched by destination port; HTTP connection manager with stat prefix
 //!   `ingress` (http, http2, grpc) or a TCP proxy (tcp), to the STATIC cluster
-//!   `cds_ingress_<mesh>_<node>_<proto>_<port>` → `127.0.0.1:<port>`.
+//!   `cds_ingress_<mesh>_<node>_<proto>_<port>` → `127.0.0.1:<port>` (or
+//!   [`TranslateOptions::app_address`]). In explicit mode
+//!   ([`TranslateOptions::listen_address`]) it also binds `<address>:<listener port>`.
 //! - `lds_egress_0.0.0.0_15001`: one filter chain per egress destination port; HTTP ports use
 //!   RDS (`rds_egress_http_<port>`, one virtual host per backend virtual service) so that
 //!   route and weight changes never touch the listener; TCP ports use a TCP proxy. Under
-//!   `ALLOW_ALL` a pass-through `ORIGINAL_DST` cluster catches everything else.
+//!   `ALLOW_ALL` a pass-through `ORIGINAL_DST` cluster catches everything else (in explicit
+//!   mode a dynamic forward proxy to the request's `Host`, which cannot loop back).
 //! - `cds_egress_<mesh>_<targetNode>_<proto>_<port>`: one cluster per reachable target node
 //!   listener (DNS → `LOGICAL_DNS`/`STRICT_DNS`, Cloud Map → EDS).
 //!
@@ -145,8 +148,25 @@ pub struct TranslateOptions {
     /// `http://<address>:<backend port>/` with the virtual service as `Host` and hit the
     /// filter chain of that port without iptables. Listener names do not change. `None`
     /// (the default) is App Mesh's behaviour.
+    ///
+    /// The ingress listener then also binds `<address>:<listener port>` for each of the
+    /// node's listeners (`additional_addresses`): a caller reaches the node at its listener
+    /// port without iptables, and the filter chain of that port serves it. The application
+    /// must then listen on another address (see [`app_address`](Self::app_address)).
     pub listen_address: Option<std::net::IpAddr>,
+    /// Where the ingress clusters `cds_ingress_*` send inbound traffic: the application's
+    /// address (its port is the listener's). `None` is App Mesh's `127.0.0.1` (`::1` under
+    /// an IPv6 preference). Lets several explicit-mode nodes share one host, each application
+    /// on its own loopback address.
+    pub app_address: Option<std::net::IpAddr>,
 }
+
+/// Virtual node tag (a meshplane extension) that puts the node's proxies in explicit mode:
+/// [`TranslateOptions::listen_address`].
+pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
+/// Virtual node tag (a meshplane extension) giving the application's address:
+/// [`TranslateOptions::app_address`].
+pub const APP_ADDRESS_TAG: &str = "meshplane.io/app-address";
 
 impl Default for TranslateOptions {
     fn default() -> Self {
@@ -156,7 +176,33 @@ impl Default for TranslateOptions {
             default_route_timeout_ms: 15_000,
             default_max_retries: Some(2),
             listen_address: None,
+            app_address: None,
         }
+    }
+}
+
+impl TranslateOptions {
+    /// These options with the meshplane tags of a virtual node applied
+    /// ([`LISTEN_ADDRESS_TAG`], [`APP_ADDRESS_TAG`]). A tag whose value is not an IP address
+    /// is ignored and reported in the returned list (one message per bad tag).
+    pub fn with_node_tags(&self, tags: &[meshplane_model::Tag]) -> (TranslateOptions, Vec<String>) {
+        let mut out = self.clone();
+        let mut errors = Vec::new();
+        for t in tags {
+            let slot = match t.key.as_str() {
+                LISTEN_ADDRESS_TAG => &mut out.listen_address,
+                APP_ADDRESS_TAG => &mut out.app_address,
+                _ => continue,
+            };
+            match t.value.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => *slot = Some(ip),
+                Err(_) => errors.push(format!(
+                    "tag {} is not an IP address: {:?}; ignored",
+                    t.key, t.value
+                )),
+            }
+        }
+        (out, errors)
     }
 }
 
@@ -239,6 +285,7 @@ pub fn translate_node(
             );
             virtual_node::ingress(&mut ctx);
             egress::egress(&mut ctx);
+            virtual_node::explicit_ingress_addresses(&mut ctx);
             ctx.finish(out)
         }
     }
@@ -257,6 +304,10 @@ pub(crate) struct Ctx<'a> {
     /// routes target (so the egress translation serves the gateway's second hop).
     pub node: &'a VirtualNodeSpec,
     pub mesh: MeshSpec,
+    /// The node's served listener ports (explicit mode binds them on the ingress listener).
+    pub ingress_ports: std::collections::BTreeSet<u32>,
+    /// Ports the egress listener binds in explicit mode.
+    pub egress_ports: std::collections::BTreeSet<u32>,
     pub out: ProxyConfig,
 }
 
@@ -277,6 +328,8 @@ impl<'a> Ctx<'a> {
             node_name,
             node,
             mesh: snap.mesh.clone().unwrap_or_default(),
+            ingress_ports: Default::default(),
+            egress_ports: Default::default(),
             out: ProxyConfig::default(),
         }
     }

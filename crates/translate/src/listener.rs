@@ -6,6 +6,10 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+    FilterConfig as ForwardProxyFilterConfig, filter_config,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -116,6 +120,22 @@ pub(crate) fn hcm_with(
     Filter {
         name: HCM.to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(pb::any(&hcm))),
+    }
+}
+
+/// The dynamic forward proxy HTTP filter over `dns_cache` (it acts only on requests routed
+/// to a dynamic forward proxy cluster).
+pub(crate) fn forward_proxy_filter(dns_cache: DnsCacheConfig) -> HttpFilter {
+    let config = ForwardProxyFilterConfig {
+        implementation_specifier: Some(filter_config::ImplementationSpecifier::DnsCacheConfig(
+            dns_cache,
+        )),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: "envoy.filters.http.dynamic_forward_proxy".to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(&config))),
+        ..Default::default()
     }
 }
 

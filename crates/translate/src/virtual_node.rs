@@ -9,6 +9,11 @@
 //!   with the listener's `perRequest` timeout (default 15 s) and `idle` timeout;
 //! - tcp: TCP proxy (stat prefix `ingress`) with the listener's `tcp.idle` timeout.
 //!
+//! Explicit mode ([`crate::TranslateOptions::listen_address`]): the listener binds that
+//! address and also `<address>:<listener port>` for every listener whose port the egress
+//! listener does not bind, so a caller reaches the node's port directly; the ingress clusters
+//! then point at [`crate::TranslateOptions::app_address`] when set.
+//!
 //! The node's access log is attached to every filter chain. Listener TLS is not translated
 //! yet: a `STRICT` listener is not served at all (fail closed), a `PERMISSIVE` one is served in
 //! plaintext; both with a diagnostic.
@@ -16,7 +21,9 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    AdditionalAddress, FilterChain, FilterChainMatch, Listener,
+};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
 use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol, TlsMode};
@@ -163,6 +170,7 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
                 logs,
             )
         };
+        ctx.ingress_ports.insert(pb::clamp_u32(pm.port));
         chains.push(FilterChain {
             name: format!("ingress_{}_{}", pm.protocol, pm.port),
             filter_chain_match: Some(FilterChainMatch {
@@ -186,4 +194,43 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
         ..Default::default()
     };
     ctx.out.listeners.insert(listener.name.clone(), listener);
+}
+
+/// Explicit mode, after the egress side is built: the ingress listener also binds
+/// `<address>:<listener port>` for each listener, so callers reach the filter chain of that
+/// port without iptables (the application listens on its own address). A port the egress
+/// listener already binds (a backend on the same port, App Mesh's common "everything on
+/// 8080") stays with egress, as in explicit mode before, and is reported.
+pub(crate) fn explicit_ingress_addresses(ctx: &mut Ctx<'_>) {
+    if ctx.opts.listen_address.is_none() {
+        return;
+    }
+    let name = names::ingress_listener(ctx.opts.ingress_port);
+    if !ctx.out.listeners.contains_key(&name) {
+        return;
+    }
+    let mut addresses = Vec::new();
+    for p in ctx.ingress_ports.clone() {
+        if p == ctx.opts.ingress_port {
+            continue;
+        }
+        if p == ctx.opts.egress_port || ctx.egress_ports.contains(&p) {
+            ctx.diag(
+                Severity::Warning,
+                DiagnosticCode::EgressPortConflict,
+                Some(ctx.node_id()),
+                format!(
+                    "explicit mode: listener port {p} is also an egress port of this node, bound by its egress listener; the listener is not reachable on {p} in explicit mode"
+                ),
+            );
+            continue;
+        }
+        addresses.push(AdditionalAddress {
+            address: Some(listen_address(ctx, p)),
+            ..Default::default()
+        });
+    }
+    if let Some(l) = ctx.out.listeners.get_mut(&name) {
+        l.additional_addresses = addresses;
+    }
 }

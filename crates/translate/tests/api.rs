@@ -138,3 +138,29 @@ fn a_node_without_mesh_resource_is_served_with_defaults() {
     let deps = dependencies(&snap, &node("a"));
     assert_eq!(deps.resources.len(), 2);
 }
+
+#[test]
+fn node_tags_set_explicit_mode_and_report_bad_values() {
+    use meshplane_model::Tag;
+    use meshplane_translate::{APP_ADDRESS_TAG, LISTEN_ADDRESS_TAG};
+    let tag = |k: &str, v: &str| Tag {
+        key: k.into(),
+        value: v.into(),
+    };
+    let base = TranslateOptions::default();
+    let (o, errors) = base.with_node_tags(&[
+        tag(LISTEN_ADDRESS_TAG, "127.0.0.9"),
+        tag(APP_ADDRESS_TAG, "::1"),
+        tag("team", "blue"),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(o.listen_address, Some("127.0.0.9".parse().unwrap()));
+    assert_eq!(o.app_address, Some("::1".parse().unwrap()));
+    assert_eq!(o.ingress_port, base.ingress_port);
+    let (o, errors) = base.with_node_tags(&[tag(APP_ADDRESS_TAG, "app.local")]);
+    assert_eq!(o, base, "a bad value changes nothing");
+    assert_eq!(
+        errors,
+        ["tag meshplane.io/app-address is not an IP address: \"app.local\"; ignored"]
+    );
+}

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use meshplane_model::{
-    Metadata, NodeId, ProxyKind, Resource, ResourceId, ResourceKind, Spec, Status,
+    Metadata, NodeId, ProxyKind, Resource, ResourceId, ResourceKind, Spec, Status, Tag,
 };
 use meshplane_translate::{
     CloudMapService, Endpoints, Instance, MeshSnapshot, ProxyConfig, TranslateOptions,
@@ -122,11 +122,23 @@ pub fn parse_case(name: &str, text: &str) -> Case {
             json!({"kind": kind.as_str(), "spec": d.get("spec").cloned().unwrap_or(json!({}))});
         let spec: Spec = serde_json::from_value(spec_json)
             .unwrap_or_else(|e| panic!("case {name} doc {i} ({id}): bad spec: {e}"));
+        let tags = d
+            .get("tags")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| Tag {
+                        key: k.clone(),
+                        value: v.as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         resources.push(Resource {
             id,
             spec,
             metadata: metadata(),
-            tags: vec![],
+            tags,
             status: Status::Active,
         });
     }
@@ -151,8 +163,14 @@ pub fn translate_all(
     endpoints: &Endpoints,
 ) -> BTreeMap<String, ProxyConfig> {
     let mesh = mesh_of(&resources);
+    // Options per proxy from its meshplane tags (explicit mode), as the reconciler does.
+    let tagged: BTreeMap<(ResourceKind, String), Vec<Tag>> = resources
+        .iter()
+        .filter(|r| !r.tags.is_empty())
+        .map(|r| ((r.id.kind, r.id.name.clone()), r.tags.clone()))
+        .collect();
     let snap = MeshSnapshot::from_resources(&mesh, resources);
-    let opts = TranslateOptions::default();
+    let base = TranslateOptions::default();
     let mut out = BTreeMap::new();
     let nodes = snap
         .virtual_nodes
@@ -168,6 +186,18 @@ pub fn translate_all(
             owner: None,
             kind,
             name: name.clone(),
+        };
+        let kind = match kind {
+            ProxyKind::VirtualNode => ResourceKind::VirtualNode,
+            ProxyKind::VirtualGateway => ResourceKind::VirtualGateway,
+        };
+        let opts = match tagged.get(&(kind, name.clone())) {
+            Some(tags) => {
+                let (opts, errors) = base.with_node_tags(tags);
+                assert!(errors.is_empty(), "{name}: {errors:?}");
+                opts
+            }
+            None => base.clone(),
         };
         out.insert(id.to_string(), translate_node(&snap, endpoints, &id, &opts));
     }
