@@ -240,6 +240,13 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         );
         out.insert("gateway_proxies".into(), json!(gw_fleet.specs.len()));
         out.insert("gateway_initial_synced".into(), json!(gw_synced));
+        let gw_bytes: u64 = (0..gw_fleet.specs.len())
+            .map(|i| gw_fleet.with(i, |v| v.initial_bytes))
+            .sum();
+        out.insert(
+            "gateway_initial_bytes_per_proxy".into(),
+            json!((gw_bytes as f64 / gw_fleet.specs.len().max(1) as f64).round()),
+        );
     }
     let cpu_sync = pid.map(usage).unwrap_or_default().cpu_s - before.cpu_s;
     out.insert("initial_sync_cpu_s".into(), json!(cpu_sync));
@@ -340,6 +347,9 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
             let sidecar0: Vec<[u64; 4]> = (0..fleet.specs.len())
                 .map(|i| fleet.with(i, |v| v.responses))
                 .collect();
+            let gateway0: Vec<[u64; 4]> = (0..gw_fleet.specs.len())
+                .map(|i| gw_fleet.with(i, |v| v.responses))
+                .collect();
             let mut all = Vec::new();
             for k in 0..args.changes {
                 let g = k % mesh.gateways.len();
@@ -381,22 +391,30 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
                 })
                 .collect();
             out.insert("gateway_server_pushes_by_type".into(), Value::Object(diff));
-            let mut sidecar = [0u64; 4];
-            for (p, before) in sidecar0.iter().enumerate() {
-                let now = fleet.with(p, |v| v.responses);
-                for t in 0..4 {
-                    sidecar[t] += now[t] - before[t];
+            // Responses received during the changes, by type, summed over a fleet.
+            let received = |f: &Fleet, before: &[[u64; 4]]| {
+                let mut sum = [0u64; 4];
+                for (p, before) in before.iter().enumerate() {
+                    let now = f.with(p, |v| v.responses);
+                    for t in 0..4 {
+                        sum[t] += now[t] - before[t];
+                    }
                 }
-            }
-            let by: Map<String, Value> = TYPES
-                .iter()
-                .enumerate()
-                .map(|(t, name)| (name.to_string(), json!(sidecar[t])))
-                .collect();
-            out.insert(
-                "gateway_sidecar_responses_by_type".into(),
-                Value::Object(by),
-            );
+                sum
+            };
+            let by_type = |sum: [u64; 4]| -> Value {
+                Value::Object(
+                    TYPES
+                        .iter()
+                        .zip(sum)
+                        .map(|(name, n)| (name.to_string(), json!(n)))
+                        .collect(),
+                )
+            };
+            let sidecar = received(&fleet, &sidecar0);
+            let gateway = received(&gw_fleet, &gateway0);
+            out.insert("gateway_sidecar_responses_by_type".into(), by_type(sidecar));
+            out.insert("gateway_proxy_responses_by_type".into(), by_type(gateway));
             out.insert("gateway_sidecar_rds_responses".into(), json!(sidecar[3]));
             let missing: usize = all.iter().map(|c| c.pending.len()).sum();
             ok &= missing == 0 && sidecar.iter().sum::<u64>() == 0;
@@ -1532,6 +1550,10 @@ fn print_table(out: &Out) {
         ("churn_eds_noop_responses", "EDS responses changing nothing"),
         ("gateway_proxies", "gateway proxies (simulated)"),
         ("gateway_initial_synced", "gateway proxies synced"),
+        (
+            "gateway_initial_bytes_per_proxy",
+            "config bytes per gateway proxy, initial sync",
+        ),
         ("gateway_changes", "gateway route changes"),
         ("gateway_affected_proxies", "gateway proxy updates expected"),
         (
@@ -1597,6 +1619,9 @@ fn print_table(out: &Out) {
     }
     if let Some(v) = out.get("gateway_sidecar_responses_by_type") {
         println!("{:<48} {v}", "sidecar responses during the gateway changes");
+    }
+    if let Some(v) = out.get("gateway_proxy_responses_by_type") {
+        println!("{:<48} {v}", "gateway proxy responses during the changes");
     }
     if let Some(v) = out.get("churn_server_pushes_by_type") {
         println!("{:<48} {v}", "server pushes by type during the churn");
