@@ -131,6 +131,13 @@ fn gateway_route_change_reaches_its_gateway_and_no_sidecar() {
         "{v:#}"
     );
     assert!(
+        v["gateway_proxy_responses_by_type"]["rds"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{v:#}"
+    );
+    assert!(
         v["gateway_checked_hosts"].as_u64().unwrap() >= 4 * 5,
         "{v:#}"
     );
