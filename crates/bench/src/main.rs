@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  meshplane-bench xds ──spawns──▶ meshplane serve (child: fresh data dir, quotas raised)
-//!        │  REST: generated mesh, route weight changes (mesh::Api)
+//!        │  REST: generated mesh, route weight changes, gateway route retargets (mesh::Api)
 //!        │  ADS:  N simulated Envoys (proxy::Fleet), SotW and delta, 100 streams/connection
 //!        ▼
 //!  table on stdout + --json FILE: convergence p50/p90/p99/max, initial sync, resync after
@@ -55,6 +55,9 @@ pub enum Scenario {
     ReconnectStorm,
     /// (e) Real Envoys next to the simulated ones, one mesh-wide change.
     RealEnvoy,
+    /// (f) Virtual gateways: simulated gateway Envoys next to the sidecars, `--changes`
+    /// gateway routes retargeted one at a time (write → ACK of the gateway's hop-2 RDS).
+    Gateway,
 }
 
 /// Flags of `meshplane-bench xds`.
@@ -97,7 +100,8 @@ pub struct XdsArgs {
     /// bench's file descriptors and ports reasonable).
     #[arg(long, default_value_t = 100)]
     pub streams_per_conn: usize,
-    /// Mesh-wide changes, then as many scoped changes (route-change).
+    /// Mesh-wide changes, then as many scoped changes (route-change); gateway route
+    /// retargets (gateway).
     #[arg(long, default_value_t = 3)]
     pub changes: usize,
     /// Changes per second: route changes (churn), Cloud Map instance registrations and
@@ -114,6 +118,17 @@ pub struct XdsArgs {
     /// Real Envoys (real-envoy).
     #[arg(long, default_value_t = 20)]
     pub real_envoys: usize,
+    /// Virtual gateways (gateway): one http listener on 8088 each.
+    #[arg(long, default_value_t = 10)]
+    pub gateways: usize,
+    /// Gateway routes per virtual gateway (gateway), each targeting a distinct virtual
+    /// service with prefix `/<service>/`; must be below `--virtual-nodes`.
+    #[arg(long, default_value_t = 5)]
+    pub gateway_routes: usize,
+    /// Simulated gateway Envoys per virtual gateway (gateway), next to the `--proxies`
+    /// sidecars.
+    #[arg(long, default_value_t = 10)]
+    pub gateway_proxies: usize,
     /// Concurrent API requests while creating the mesh.
     #[arg(long, default_value_t = 16)]
     pub api_concurrency: usize,

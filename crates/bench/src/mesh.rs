@@ -10,6 +10,10 @@
 //! Every node also lists the mesh-wide service `s0000` among its backends, so a change of
 //! `r0000`'s route reaches every proxy (the "mesh-wide change" of the results); any other
 //! route reaches only the proxies whose node lists its service (the "scoped change").
+//!
+//! The gateway scenario adds virtual gateways `g0000…` (one http listener on 8088), each with
+//! gateway routes `gr0000…` matching prefix `/<service>/` and targeting distinct services;
+//! a gateway's hop-2 route configuration holds one virtual host `<service>:8080` per target.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,6 +27,9 @@ use crate::rng::Rng;
 /// Port of every node and router listener.
 pub const PORT: u16 = 8080;
 
+/// Port of every virtual gateway's (one, http) listener.
+pub const GATEWAY_PORT: u16 = 8088;
+
 /// The generated mesh.
 #[derive(Clone, Debug)]
 pub struct Mesh {
@@ -33,6 +40,16 @@ pub struct Mesh {
     /// `Some(namespace)`: nodes are discovered through Cloud Map (service = node name in this
     /// HTTP namespace) and get EDS clusters; `None`: DNS.
     pub cloud_map: Option<String>,
+    /// Virtual gateways (gateway scenario; empty otherwise).
+    pub gateways: Vec<GatewayDef>,
+}
+
+/// One virtual gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayDef {
+    pub name: String,
+    /// The target service index of each gateway route `gr<k>` (distinct within a gateway).
+    pub routes: Vec<usize>,
 }
 
 /// One virtual node.
@@ -101,7 +118,79 @@ impl Mesh {
             nodes,
             routes,
             cloud_map: None,
+            gateways: Vec::new(),
         }
+    }
+
+    /// Adds `g` gateways of `r` gateway routes each; gateway `i`'s routes target the
+    /// consecutive services from `i * r` (mod V), so they are distinct within a gateway and
+    /// at least one service is left to retarget a route to.
+    pub fn add_gateways(&mut self, g: usize, r: usize) -> anyhow::Result<()> {
+        let v = self.routes.len();
+        if r == 0 || r >= v {
+            bail!(
+                "--gateway-routes must be between 1 and {} (virtual nodes − 1)",
+                v - 1
+            );
+        }
+        self.gateways = (0..g)
+            .map(|i| GatewayDef {
+                name: gateway_name(i),
+                routes: (0..r).map(|k| (i * r + k) % v).collect(),
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// `mesh/<mesh>/virtualGateway/<name>`.
+    pub fn gateway_id(&self, g: usize) -> String {
+        format!(
+            "mesh/{}/virtualGateway/{}",
+            self.name, self.gateways[g].name
+        )
+    }
+
+    /// The hop-2 virtual host (and domain) of service `s` in a gateway's route configuration.
+    pub fn gateway_host(&self, s: usize) -> String {
+        format!("{}:{PORT}", self.service(s))
+    }
+
+    /// Points gateway route `k` of gateway `g` at a random service none of `g`'s routes
+    /// targets (so its hop-2 virtual host can only come from this change); returns it.
+    pub fn retarget(&mut self, g: usize, k: usize, rng: &mut Rng) -> usize {
+        let v = self.routes.len() as u64;
+        loop {
+            let s = rng.range(0, v - 1) as usize;
+            if !self.gateways[g].routes.contains(&s) {
+                self.gateways[g].routes[k] = s;
+                return s;
+            }
+        }
+    }
+
+    /// The spec of gateway route `k` of gateway `g` as App Mesh JSON.
+    pub fn gateway_route_spec(&self, g: usize, k: usize) -> Value {
+        let s = self.gateways[g].routes[k];
+        json!({"httpRoute": {
+            "match": {"prefix": format!("/{}/", service_short(s))},
+            "action": {"target": {"virtualService": {"virtualServiceName": self.service(s)}}},
+        }})
+    }
+
+    /// UpdateGatewayRoute of route `k` of gateway `g` with its current target.
+    pub async fn write_gateway_route(&self, api: &Api, g: usize, k: usize) -> anyhow::Result<()> {
+        api.call(
+            "PUT",
+            &format!(
+                "/v20190125/meshes/{}/virtualGateway/{}/gatewayRoutes/{}",
+                self.name,
+                self.gateways[g].name,
+                gateway_route_name(k)
+            ),
+            json!({"spec": self.gateway_route_spec(g, k)}),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Indexes of the nodes node `i`'s proxies reach through egress clusters: the targets of
@@ -155,7 +244,13 @@ impl Mesh {
 
     /// Total resources the API holds for this mesh.
     pub fn resource_count(&self) -> usize {
-        1 + self.nodes.len() + 3 * self.routes.len()
+        1 + self.nodes.len()
+            + 3 * self.routes.len()
+            + self
+                .gateways
+                .iter()
+                .map(|g| 1 + g.routes.len())
+                .sum::<usize>()
     }
 
     /// Creates everything through the API, `concurrency` requests at a time.
@@ -222,6 +317,41 @@ impl Mesh {
             "mesh: routes created ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
+        if !self.gateways.is_empty() {
+            let gateways: Vec<(String, Value)> = self
+                .gateways
+                .iter()
+                .map(|g| {
+                    (
+                        format!("/v20190125/meshes/{m}/virtualGateways"),
+                        json!({"virtualGatewayName": g.name, "spec": {"listeners": [{"portMapping": {"port": GATEWAY_PORT, "protocol": "http"}}]}}),
+                    )
+                })
+                .collect();
+            api.all(gateways, concurrency)
+                .await
+                .context("virtual gateways")?;
+            let routes: Vec<(String, Value)> = self
+                .gateways
+                .iter()
+                .enumerate()
+                .flat_map(|(g, gw)| {
+                    (0..gw.routes.len()).map(move |k| {
+                        (
+                            format!("/v20190125/meshes/{m}/virtualGateway/{}/gatewayRoutes", gw.name),
+                            json!({"gatewayRouteName": gateway_route_name(k), "spec": self.gateway_route_spec(g, k)}),
+                        )
+                    })
+                })
+                .collect();
+            api.all(routes, concurrency)
+                .await
+                .context("gateway routes")?;
+            eprintln!(
+                "mesh: virtual gateways and gateway routes created ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
         Ok(started.elapsed())
     }
 
@@ -336,6 +466,21 @@ impl Mesh {
 /// `n0042`.
 pub fn node_name(i: usize) -> String {
     format!("n{i:04}")
+}
+
+/// `g0042`.
+pub fn gateway_name(i: usize) -> String {
+    format!("g{i:04}")
+}
+
+/// `gr0042`.
+pub fn gateway_route_name(k: usize) -> String {
+    format!("gr{k:04}")
+}
+
+/// `s0042`: service `i`'s name without the mesh domain (its gateway route prefix).
+pub fn service_short(i: usize) -> String {
+    format!("s{i:04}")
 }
 
 /// `r0042`.

@@ -139,6 +139,9 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         out.insert("registry_namespace_id".into(), json!(reg.namespace_id));
         registry = Some(reg);
     }
+    if args.scenario == Scenario::Gateway {
+        mesh.add_gateways(args.gateways, args.gateway_routes)?;
+    }
     let created = mesh.create(&api, args.api_concurrency).await?;
     out.insert("mesh_resources".into(), json!(mesh.resource_count()));
     out.insert("mesh_create_s".into(), json!(secs(created)));
@@ -197,22 +200,63 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         Duration::ZERO,
         args.seed,
     )?;
+    // Gateway Envoys (gateway scenario): `--gateway-proxies` per gateway, gateway `g`'s at
+    // indexes `g * P .. (g + 1) * P` of their own fleet (so the sidecar checks stay per node).
+    let per_gw = args.gateway_proxies;
+    let gw_specs: Vec<ProxySpec> = (0..mesh.gateways.len() * per_gw)
+        .map(|i| ProxySpec {
+            node_id: mesh.gateway_id(i / per_gw),
+            flavor: if rng.unit() < args.delta_fraction {
+                Flavor::Delta
+            } else {
+                Flavor::Sotw
+            },
+            nack_routes: false,
+        })
+        .collect();
+    let gw_fleet = Fleet::start(
+        xds,
+        gw_specs,
+        args.streams_per_conn,
+        Duration::ZERO,
+        args.seed ^ 0x6a7e,
+    )?;
     let synced = wait_synced(&fleet, None, timeout, "initial sync").await;
+    let gw_synced = wait_synced(&gw_fleet, None, timeout, "gateway initial sync").await;
     let initial = fleet
         .last_sync(None)
+        .into_iter()
+        .chain(gw_fleet.last_sync(None))
+        .max()
         .map(|t| t.duration_since(t_connect))
         .unwrap_or(timeout);
     out.insert("initial_synced".into(), json!(synced));
     out.insert("initial_sync_s".into(), json!(secs(initial)));
+    if args.scenario == Scenario::Gateway {
+        out.insert("gateways".into(), json!(mesh.gateways.len()));
+        out.insert(
+            "gateway_routes_per_gateway".into(),
+            json!(args.gateway_routes),
+        );
+        out.insert("gateway_proxies".into(), json!(gw_fleet.specs.len()));
+        out.insert("gateway_initial_synced".into(), json!(gw_synced));
+        let gw_bytes: u64 = (0..gw_fleet.specs.len())
+            .map(|i| gw_fleet.with(i, |v| v.initial_bytes))
+            .sum();
+        out.insert(
+            "gateway_initial_bytes_per_proxy".into(),
+            json!((gw_bytes as f64 / gw_fleet.specs.len().max(1) as f64).round()),
+        );
+    }
     let cpu_sync = pid.map(usage).unwrap_or_default().cpu_s - before.cpu_s;
     out.insert("initial_sync_cpu_s".into(), json!(cpu_sync));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = pid.map(usage).unwrap_or_default();
-    memory(&mut out, before, after, args.proxies);
+    memory(&mut out, before, after, args.proxies + gw_fleet.specs.len());
     bytes_by_backends(&mut out, &fleet, &mesh, sim_nodes);
 
     // 4. The scenario.
-    let mut ok = synced == args.proxies;
+    let mut ok = synced == args.proxies && gw_synced == gw_fleet.specs.len();
     let cpu_before_scenario = pid.map(usage).unwrap_or_default().cpu_s;
     let t_scenario = Instant::now();
     let mut seen = BTreeMap::new();
@@ -294,6 +338,86 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
             out.insert("real_envoys_not_converged".into(), json!(missing));
             ok &= missing == 0;
             drop(envoys);
+        }
+        Scenario::Gateway => {
+            if mesh.gateways.is_empty() || per_gw == 0 {
+                bail!("the gateway scenario needs --gateways and --gateway-proxies above 0");
+            }
+            let pushes0 = server_pushes(&api).await;
+            let sidecar0: Vec<[u64; 4]> = (0..fleet.specs.len())
+                .map(|i| fleet.with(i, |v| v.responses))
+                .collect();
+            let gateway0: Vec<[u64; 4]> = (0..gw_fleet.specs.len())
+                .map(|i| gw_fleet.with(i, |v| v.responses))
+                .collect();
+            let mut all = Vec::new();
+            for k in 0..args.changes {
+                let g = k % mesh.gateways.len();
+                let r = rng.range(0, mesh.gateways[g].routes.len() as u64 - 1) as usize;
+                let target = mesh.retarget(g, r, &mut rng);
+                let t0 = Instant::now();
+                mesh.write_gateway_route(&api, g, r).await?;
+                let write_ms = ms(t0.elapsed());
+                let pending: Vec<usize> = (g * per_gw..(g + 1) * per_gw).collect();
+                // Converged: the gateway's hop-2 RDS holds the new service's virtual host,
+                // with the router's weights.
+                let mut cs = vec![Change {
+                    route: g,
+                    service: mesh.gateway_host(target),
+                    weights: mesh.expected_weights(target),
+                    endpoint: None,
+                    t0,
+                    affected: pending.len(),
+                    pending,
+                    lat_ms: Vec::new(),
+                    superseded: false,
+                    mesh_wide: false,
+                    write_ms,
+                }];
+                track(&gw_fleet, &mut cs, timeout).await;
+                all.extend(cs);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            convergence(&mut out, "", all.iter());
+            convergence(&mut out, "gateway_", all.iter());
+            // No sidecar depends on a gateway route: the sidecar fleet gets nothing.
+            settle(&fleet, Duration::from_secs(2), timeout).await;
+            let pushes1 = server_pushes(&api).await;
+            let diff: Map<String, Value> = pushes1
+                .iter()
+                .map(|(t, v)| {
+                    let before = pushes0.get(t).and_then(Value::as_f64).unwrap_or(0.0);
+                    (t.clone(), json!(v.as_f64().unwrap_or(0.0) - before))
+                })
+                .collect();
+            out.insert("gateway_server_pushes_by_type".into(), Value::Object(diff));
+            // Responses received during the changes, by type, summed over a fleet.
+            let received = |f: &Fleet, before: &[[u64; 4]]| {
+                let mut sum = [0u64; 4];
+                for (p, before) in before.iter().enumerate() {
+                    let now = f.with(p, |v| v.responses);
+                    for t in 0..4 {
+                        sum[t] += now[t] - before[t];
+                    }
+                }
+                sum
+            };
+            let by_type = |sum: [u64; 4]| -> Value {
+                Value::Object(
+                    TYPES
+                        .iter()
+                        .zip(sum)
+                        .map(|(name, n)| (name.to_string(), json!(n)))
+                        .collect(),
+                )
+            };
+            let sidecar = received(&fleet, &sidecar0);
+            let gateway = received(&gw_fleet, &gateway0);
+            out.insert("gateway_sidecar_responses_by_type".into(), by_type(sidecar));
+            out.insert("gateway_proxy_responses_by_type".into(), by_type(gateway));
+            out.insert("gateway_sidecar_rds_responses".into(), json!(sidecar[3]));
+            let missing: usize = all.iter().map(|c| c.pending.len()).sum();
+            ok &= missing == 0 && sidecar.iter().sum::<u64>() == 0;
         }
         Scenario::EndpointChurn => {
             let reg = registry.as_mut().context("endpoint-churn: no registry")?;
@@ -399,6 +523,17 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         out.insert("checked_eds_clusters".into(), json!(ep_checked));
         lost += ep_lost;
     }
+    let mut stale = stale;
+    if !gw_fleet.specs.is_empty() {
+        settle(&gw_fleet, Duration::from_secs(1), timeout).await;
+        let (gw_lost, gw_checked, gw_stale) =
+            gateway_lost_updates(&api, &mesh, &gw_fleet, per_gw).await;
+        out.insert("gateway_lost_updates".into(), json!(gw_lost));
+        out.insert("gateway_checked_hosts".into(), json!(gw_checked));
+        out.insert("gateway_stale_versions".into(), json!(gw_stale));
+        lost += gw_lost;
+        stale += gw_stale;
+    }
     out.insert("lost_updates".into(), json!(lost));
     out.insert("checked_backends".into(), json!(checked));
     out.insert("stale_versions".into(), json!(stale));
@@ -429,6 +564,7 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         out.entry(key.to_owned()).or_insert(Value::Null);
     }
     fleet.stop().await;
+    gw_fleet.stop().await;
     if let Some(mut s) = server.take() {
         if !ok {
             eprintln!("control plane log tail:\n{}", s.log_tail(20));
@@ -1073,6 +1209,76 @@ async fn lost_updates(
     Ok((lost, checked, stale))
 }
 
+/// Compares every gateway proxy's hop-2 virtual hosts (`<service>:<port>`, with the
+/// router's weights) with its gateway's gateway routes, and its held versions with what the
+/// control plane serves for the gateway. Returns (lost, checked, stale).
+async fn gateway_lost_updates(
+    api: &Api,
+    mesh: &Mesh,
+    fleet: &Fleet,
+    per_gw: usize,
+) -> (usize, usize, usize) {
+    let served: Vec<Value> = futures::stream::iter(0..mesh.gateways.len())
+        .map(|g| async move {
+            api.get(&format!(
+                "/meshplane/v1/proxy-config?node={}",
+                mesh.gateway_id(g)
+            ))
+            .await
+            .map(|v| v["versions"].clone())
+            .unwrap_or(Value::Null)
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let (mut lost, mut checked, mut stale) = (0, 0, 0);
+    let mut examples = Vec::new();
+    for p in 0..fleet.specs.len() {
+        let g = p / per_gw;
+        let want: BTreeMap<String, Vec<(String, u32)>> = mesh.gateways[g]
+            .routes
+            .iter()
+            .map(|s| (mesh.gateway_host(*s), mesh.expected_weights(*s)))
+            .collect();
+        fleet.with(p, |v| {
+            // Hop 2's virtual hosts are the only ones named `<service>:<port>`.
+            let held: BTreeMap<&String, &Vec<(String, u32)>> =
+                v.routes.iter().filter(|(n, _)| n.contains(':')).collect();
+            checked += want.len();
+            let missing = want.iter().filter(|(n, w)| held.get(n) != Some(w)).count();
+            let extra = held.keys().filter(|n| !want.contains_key(**n)).count();
+            if missing + extra > 0 && examples.len() < 3 {
+                examples.push(format!(
+                    "gateway proxy {p} ({}) holds {:?}, wants {:?}",
+                    fleet.specs[p].node_id,
+                    held.keys().collect::<Vec<_>>(),
+                    want.keys().collect::<Vec<_>>()
+                ));
+            }
+            lost += missing + extra;
+            for (t, name) in TYPES.iter().enumerate() {
+                let want = served[g][*name].as_str().unwrap_or_default();
+                if t == 1 && v.acked_version[t].is_none() {
+                    continue; // no EDS clusters: never subscribed
+                }
+                if v.acked_version[t].as_deref() != Some(want) {
+                    stale += 1;
+                    if examples.len() < 6 {
+                        examples.push(format!(
+                            "gateway proxy {p} ({:?}) acked {name} {:?}, served {want}",
+                            fleet.specs[p].flavor, v.acked_version[t]
+                        ));
+                    }
+                }
+            }
+        });
+    }
+    for e in examples {
+        eprintln!("mismatch: {e}");
+    }
+    (lost, checked, stale)
+}
+
 fn traffic(out: &mut Out, fleet: &Fleet) {
     let n = fleet.specs.len().max(1) as f64;
     let mut bytes = [0u64; 4];
@@ -1342,6 +1548,40 @@ fn print_table(out: &Out) {
             "EDS responses to unaffected proxies",
         ),
         ("churn_eds_noop_responses", "EDS responses changing nothing"),
+        ("gateway_proxies", "gateway proxies (simulated)"),
+        ("gateway_initial_synced", "gateway proxies synced"),
+        (
+            "gateway_initial_bytes_per_proxy",
+            "config bytes per gateway proxy, initial sync",
+        ),
+        ("gateway_changes", "gateway route changes"),
+        ("gateway_affected_proxies", "gateway proxy updates expected"),
+        (
+            "gateway_convergence_p50_ms",
+            "gateway route write -> ACK p50 (ms)",
+        ),
+        (
+            "gateway_convergence_p90_ms",
+            "gateway route write -> ACK p90 (ms)",
+        ),
+        (
+            "gateway_convergence_p99_ms",
+            "gateway route write -> ACK p99 (ms)",
+        ),
+        (
+            "gateway_convergence_max_ms",
+            "gateway route write -> ACK max (ms)",
+        ),
+        (
+            "gateway_not_converged",
+            "gateway proxies that never converged",
+        ),
+        (
+            "gateway_sidecar_rds_responses",
+            "RDS responses to sidecars during the changes",
+        ),
+        ("gateway_lost_updates", "lost updates: gateways"),
+        ("gateway_stale_versions", "stale versions: gateways"),
         ("resync_after_restart_s", "resync after restart (s)"),
         (
             "real_envoy_config_dump_p50_ms",
@@ -1370,6 +1610,18 @@ fn print_table(out: &Out) {
     }
     if let Some(v) = out.get("server_pushes_by_type") {
         println!("{:<48} {v}", "server pushes by type");
+    }
+    if let Some(v) = out.get("gateway_server_pushes_by_type") {
+        println!(
+            "{:<48} {v}",
+            "server pushes by type during the gateway changes"
+        );
+    }
+    if let Some(v) = out.get("gateway_sidecar_responses_by_type") {
+        println!("{:<48} {v}", "sidecar responses during the gateway changes");
+    }
+    if let Some(v) = out.get("gateway_proxy_responses_by_type") {
+        println!("{:<48} {v}", "gateway proxy responses during the changes");
     }
     if let Some(v) = out.get("churn_server_pushes_by_type") {
         println!("{:<48} {v}", "server pushes by type during the churn");

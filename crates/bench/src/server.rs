@@ -72,6 +72,8 @@ impl ServerProcess {
             .args(["--quota-virtual-routers", big])
             .args(["--quota-routes", big])
             .args(["--quota-backends", big])
+            .args(["--quota-virtual-gateways", big])
+            .args(["--quota-gateway-routes", big])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

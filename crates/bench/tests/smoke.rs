@@ -107,6 +107,54 @@ fn endpoint_churn_converges_and_loses_no_endpoint() {
     }
 }
 
+/// The gateway scenario: 2 virtual gateways × 2 gateway Envoys next to 20 sidecars; one
+/// gateway route is retargeted to another service, every Envoy of that gateway ACKs an RDS
+/// response holding the new service's hop-2 virtual host, and no sidecar gets a push.
+#[test]
+fn gateway_route_change_reaches_its_gateway_and_no_sidecar() {
+    let v = run("gateway", &["--gateways", "2", "--gateway-proxies", "2"]);
+    assert_eq!(v["initial_synced"], 20, "{v:#}");
+    assert_eq!(v["gateways"], 2, "{v:#}");
+    assert_eq!(v["gateway_proxies"], 4, "{v:#}");
+    assert_eq!(v["gateway_initial_synced"], 4, "{v:#}");
+    assert_eq!(v["gateway_changes"], 1, "{v:#}");
+    assert_eq!(v["gateway_affected_proxies"], 2, "{v:#}");
+    assert_eq!(v["gateway_convergence_samples"], 2, "{v:#}");
+    assert_eq!(v["gateway_not_converged"], 0, "{v:#}");
+    assert_eq!(v["gateway_sidecar_rds_responses"], 0, "{v:#}");
+    for t in ["cds", "eds", "lds", "rds"] {
+        assert_eq!(v["gateway_sidecar_responses_by_type"][t], 0, "{t}: {v:#}");
+    }
+    // The gateway Envoys did get the change (RDS pushes only to them).
+    assert!(
+        v["gateway_server_pushes_by_type"]["rds"].as_f64().unwrap() >= 2.0,
+        "{v:#}"
+    );
+    assert!(
+        v["gateway_proxy_responses_by_type"]["rds"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{v:#}"
+    );
+    assert!(
+        v["gateway_checked_hosts"].as_u64().unwrap() >= 4 * 5,
+        "{v:#}"
+    );
+    assert_eq!(v["gateway_lost_updates"], 0, "{v:#}");
+    assert_eq!(v["gateway_stale_versions"], 0, "{v:#}");
+    assert_eq!(v["lost_updates"], 0, "{v:#}");
+    assert_eq!(v["stale_versions"], 0, "{v:#}");
+    for key in [
+        "gateway_convergence_p50_ms",
+        "gateway_convergence_p90_ms",
+        "gateway_convergence_p99_ms",
+        "gateway_convergence_max_ms",
+    ] {
+        assert!(v[key].is_number(), "{key} missing: {v:#}");
+    }
+}
+
 /// The API bench: a small mesh is created and 8 disjoint writers run for 2 s; the server
 /// lets no 409 through to them (fine-grained concurrency control) and no write fails.
 #[test]
