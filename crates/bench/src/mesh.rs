@@ -13,7 +13,8 @@
 //!
 //! The gateway scenario adds virtual gateways `g0000…` (one http listener on 8088), each with
 //! gateway routes `gr0000…` matching prefix `/<service>/` and targeting distinct services;
-//! a gateway's hop-2 route configuration holds one virtual host `<service>:8080` per target.
+//! a gateway's hop-2 route configuration holds one virtual host per gateway route (named by
+//! [`gateway_route_host`]) with its target's routes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -150,9 +151,10 @@ impl Mesh {
         )
     }
 
-    /// The hop-2 virtual host (and domain) of service `s` in a gateway's route configuration.
-    pub fn gateway_host(&self, s: usize) -> String {
-        format!("{}:{PORT}", self.service(s))
+    /// The hop-2 virtual host (and domain) of gateway route `k` in a gateway's route
+    /// configuration.
+    pub fn gateway_host(&self, k: usize) -> String {
+        gateway_route_host(&gateway_route_name(k))
     }
 
     /// Points gateway route `k` of gateway `g` at a random service none of `g`'s routes
@@ -161,7 +163,12 @@ impl Mesh {
         let v = self.routes.len() as u64;
         loop {
             let s = rng.range(0, v - 1) as usize;
-            if !self.gateways[g].routes.contains(&s) {
+            // Another service with other weights, so the hop-2 virtual host's content can
+            // only come from this change.
+            let current = self.gateways[g].routes[k];
+            if !self.gateways[g].routes.contains(&s)
+                && self.expected_weights(s) != self.expected_weights(current)
+            {
                 self.gateways[g].routes[k] = s;
                 return s;
             }
@@ -469,6 +476,17 @@ pub fn node_name(i: usize) -> String {
 }
 
 /// `g0042`.
+/// The authority under which a gateway's hop 2 serves gateway route `name`
+/// (`crates/translate/src/virtual_gateway.rs`, `hop2_authority`: FNV-1a of the name).
+pub fn gateway_route_host(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("gr-{h:016x}.gateway.meshplane")
+}
+
 pub fn gateway_name(i: usize) -> String {
     format!("g{i:04}")
 }

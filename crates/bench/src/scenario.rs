@@ -359,11 +359,11 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
                 mesh.write_gateway_route(&api, g, r).await?;
                 let write_ms = ms(t0.elapsed());
                 let pending: Vec<usize> = (g * per_gw..(g + 1) * per_gw).collect();
-                // Converged: the gateway's hop-2 RDS holds the new service's virtual host,
-                // with the router's weights.
+                // Converged: the gateway route's hop-2 virtual host holds the new target's
+                // routes (its router's weights).
                 let mut cs = vec![Change {
                     route: g,
-                    service: mesh.gateway_host(target),
+                    service: mesh.gateway_host(r),
                     weights: mesh.expected_weights(target),
                     endpoint: None,
                     t0,
@@ -1209,8 +1209,8 @@ async fn lost_updates(
     Ok((lost, checked, stale))
 }
 
-/// Compares every gateway proxy's hop-2 virtual hosts (`<service>:<port>`, with the
-/// router's weights) with its gateway's gateway routes, and its held versions with what the
+/// Compares every gateway proxy's hop-2 virtual hosts (one per gateway route, with its
+/// target router's weights) with its gateway's gateway routes, and its held versions with what the
 /// control plane serves for the gateway. Returns (lost, checked, stale).
 async fn gateway_lost_updates(
     api: &Api,
@@ -1238,12 +1238,17 @@ async fn gateway_lost_updates(
         let want: BTreeMap<String, Vec<(String, u32)>> = mesh.gateways[g]
             .routes
             .iter()
-            .map(|s| (mesh.gateway_host(*s), mesh.expected_weights(*s)))
+            .enumerate()
+            .map(|(k, s)| (mesh.gateway_host(k), mesh.expected_weights(*s)))
             .collect();
         fleet.with(p, |v| {
-            // Hop 2's virtual hosts are the only ones named `<service>:<port>`.
-            let held: BTreeMap<&String, &Vec<(String, u32)>> =
-                v.routes.iter().filter(|(n, _)| n.contains(':')).collect();
+            // Hop 2's gateway-route virtual hosts (not its unknown-target catch-all, not
+            // hop 1's `*`).
+            let held: BTreeMap<&String, &Vec<(String, u32)>> = v
+                .routes
+                .iter()
+                .filter(|(n, _)| n.ends_with(".gateway.meshplane"))
+                .collect();
             checked += want.len();
             let missing = want.iter().filter(|(n, w)| held.get(n) != Some(w)).count();
             let extra = held.keys().filter(|n| !want.contains_key(**n)).count();
