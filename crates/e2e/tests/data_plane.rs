@@ -998,7 +998,19 @@ async fn allow_all_reaches_a_host_outside_the_mesh_in_explicit_mode() {
     w.backend_node("web", "http", web.port()).await;
     node_service(&w, "web.local", "web").await;
     let ip = w.client("front", &["web.local"]).await;
-    let envoy = w.envoy("front", XdsFlavor::Delta).await;
+    // By name: a name only this Envoy resolves, to IPv4 only (`localhost` also resolves to
+    // ::1, which the node's unset ipPreference, AUTO, would try first; the outside server
+    // listens on 127.0.0.1).
+    let hosts = std::env::temp_dir().join(format!("meshplane-dp-out-{}", std::process::id()));
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.1 outside.meshplane.test\n",
+    )
+    .unwrap();
+    let mut opts = EnvoyOptions::new(w.node_id("front"), w.cp.xds_addr(), XdsFlavor::Delta);
+    opts.hosts_file = Some(hosts.clone());
+    let envoy = Envoy::start_with(opts);
+    envoy.wait_live().await;
 
     let r = target("web.local", ip, web.port()).get("/").await;
     assert_eq!((r.status, r.body.as_str()), (200, "web"), "{r:?}");
@@ -1014,7 +1026,7 @@ async fn allow_all_reaches_a_host_outside_the_mesh_in_explicit_mode() {
         (
             via_backend_port,
             "/x".to_owned(),
-            format!("localhost:{out}"),
+            format!("outside.meshplane.test:{out}"),
         ),
         (
             via_egress_port,
@@ -1032,6 +1044,7 @@ async fn allow_all_reaches_a_host_outside_the_mesh_in_explicit_mode() {
         );
     }
     assert_eq!(outside.requests(), cases.len() as u64);
+    let _ = std::fs::remove_file(&hosts);
     let passthrough = "cluster.cds_egress_open_passthrough";
     assert_eq!(
         envoy
