@@ -938,16 +938,13 @@ async fn ip_preference_picks_the_address_family() {
     let refs: Vec<&str> = services.iter().map(String::as_str).collect();
     w.cp.create_virtual_node_at(&w.mesh, "front", client_spec(&refs), ip)
         .await;
-    let hosts = std::env::temp_dir().join(format!("meshplane-dp-hosts-{}", std::process::id()));
-    std::fs::write(
-        &hosts,
+    let (envoy, hosts) = envoy_with_hosts(
+        &w,
+        "front",
+        "dual",
         "127.0.0.1 localhost\n127.0.0.1 dual.meshplane.test\n::1 dual.meshplane.test\n",
     )
-    .unwrap();
-    let mut opts = EnvoyOptions::new(w.node_id("front"), w.cp.xds_addr(), XdsFlavor::Delta);
-    opts.hosts_file = Some(hosts.clone());
-    let envoy = Envoy::start_with(opts);
-    envoy.wait_live().await;
+    .await;
     // Every service shares the port: one egress filter chain, one virtual host each.
     for ((pref, want), vs) in prefs.iter().zip(&services) {
         let t = target(vs, ip, port);
@@ -964,6 +961,24 @@ async fn ip_preference_picks_the_address_family() {
     }
     assert!(v4.requests() >= 2 && v6.requests() >= 2);
     let _ = std::fs::remove_file(&hosts);
+}
+
+/// A delta Envoy for node `node` that resolves names with its own `/etc/hosts` (`hosts`);
+/// returns it and the file, for the caller to remove.
+async fn envoy_with_hosts(
+    w: &World,
+    node: &str,
+    tag: &str,
+    hosts: &str,
+) -> (Envoy, std::path::PathBuf) {
+    let path =
+        std::env::temp_dir().join(format!("meshplane-dp-{tag}-hosts-{}", std::process::id()));
+    std::fs::write(&path, hosts).unwrap();
+    let mut opts = EnvoyOptions::new(w.node_id(node), w.cp.xds_addr(), XdsFlavor::Delta);
+    opts.hosts_file = Some(path.clone());
+    let envoy = Envoy::start_with(opts);
+    envoy.wait_live().await;
+    (envoy, path)
 }
 
 /// A port free on both `127.0.0.1` and `::1` a moment ago.
@@ -1001,16 +1016,13 @@ async fn allow_all_reaches_a_host_outside_the_mesh_in_explicit_mode() {
     // By name: a name only this Envoy resolves, to IPv4 only (`localhost` also resolves to
     // ::1, which the node's unset ipPreference, AUTO, would try first; the outside server
     // listens on 127.0.0.1).
-    let hosts = std::env::temp_dir().join(format!("meshplane-dp-out-{}", std::process::id()));
-    std::fs::write(
-        &hosts,
+    let (envoy, hosts) = envoy_with_hosts(
+        &w,
+        "front",
+        "outside",
         "127.0.0.1 localhost\n127.0.0.1 outside.meshplane.test\n",
     )
-    .unwrap();
-    let mut opts = EnvoyOptions::new(w.node_id("front"), w.cp.xds_addr(), XdsFlavor::Delta);
-    opts.hosts_file = Some(hosts.clone());
-    let envoy = Envoy::start_with(opts);
-    envoy.wait_live().await;
+    .await;
 
     let r = target("web.local", ip, web.port()).get("/").await;
     assert_eq!((r.status, r.body.as_str()), (200, "web"), "{r:?}");
