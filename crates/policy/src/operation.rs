@@ -7,6 +7,11 @@
 //! `appmesh:StreamAggregatedResources` names the proxy's virtual node or gateway.
 //! Cloud Map names the namespace or service an operation addresses by id, and `*` for
 //! creating a namespace, listing, operations and discovery (which address by name).
+//!
+//! Not mapped here (the caller adds them where it wants them): a `Create*` with `tags` also
+//! needs `appmesh:TagResource` on the new resource (`app_mesh(scope, "TagResource", id)`),
+//! and the reference's optional resources (a route's target virtual nodes, a virtual
+//! service's provider) are not checked.
 
 use meshplane_model::{Arn, NodeId, ResourceId, ResourceKind};
 use serde_json::Value;

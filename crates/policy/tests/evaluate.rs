@@ -695,6 +695,142 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Documents close to valid: known member names with values from a pool of good and
+/// bad ones, so the fuzz reaches both acceptance and every kind of rejection.
+fn arb_near_policy() -> impl Strategy<Value = Value> {
+    let value = prop_oneof![
+        Just(json!("Allow")),
+        Just(json!("Deny")),
+        Just(json!("allow")),
+        Just(json!("*")),
+        Just(json!("appmesh:Describe*")),
+        Just(json!("AppMesh:?reate*")),
+        Just(json!("servicediscovery:RegisterInstance")),
+        Just(json!("s3:GetObject")),
+        Just(json!(["appmesh:*", "servicediscovery:Get*"])),
+        Just(json!("arn:aws:appmesh:*:*:mesh/dev/*")),
+        Just(json!([
+            "arn:aws:appmesh:*:*:mesh/dev",
+            "arn:aws:servicediscovery:*:*:service/*"
+        ])),
+        Just(json!("mesh/dev")),
+        Just(json!("arn:aws:appmesh:*:*:mesh/${aws:username}")),
+        Just(json!([])),
+        Just(json!({"StringEquals": {"aws:RequestedRegion": "us-east-1"}})),
+        Just(json!(1)),
+        Just(json!(null)),
+        "[A-Za-z0-9 ]{0,6}".prop_map(Value::from),
+    ];
+    let effect =
+        prop_oneof![4 => Just(json!("Allow")), 4 => Just(json!("Deny")), 1 => value.clone()];
+    let action = prop_oneof![
+        3 => Just(json!("appmesh:*")),
+        3 => Just(json!(["appmesh:Describe*", "servicediscovery:*"])),
+        3 => Just(json!("*")),
+        1 => value.clone(),
+    ];
+    let resource = prop_oneof![
+        3 => Just(json!("*")),
+        3 => Just(json!(["arn:aws:appmesh:*:*:mesh/dev", "arn:aws:appmesh:*:*:mesh/dev/*"])),
+        1 => value.clone(),
+    ];
+    let extra_key = prop_oneof![
+        Just("NotAction"),
+        Just("NotResource"),
+        Just("Sid"),
+        Just("Condition"),
+        Just("Principal"),
+        Just("effect"),
+    ];
+    // Each member present most of the time; an extra member now and then.
+    let statement = (
+        prop::option::weighted(0.95, effect),
+        prop::option::weighted(0.95, action),
+        prop::option::weighted(0.95, resource),
+        prop::option::weighted(0.2, (extra_key, value)),
+    )
+        .prop_map(|(e, a, r, extra)| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [("Effect", e), ("Action", a), ("Resource", r)] {
+                if let Some(v) = v {
+                    m.insert(k.into(), v);
+                }
+            }
+            if let Some((k, v)) = extra {
+                m.insert(k.into(), v);
+            }
+            Value::Object(m)
+        });
+    let version = prop_oneof![
+        Just(json!("2012-10-17")),
+        Just(json!("2008-10-17")),
+        Just(json!("2012-10-18")),
+        Just(json!(null))
+    ];
+    (
+        version,
+        prop::collection::vec(statement, 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(v, st, single)| {
+            let mut doc = serde_json::Map::new();
+            if !v.is_null() {
+                doc.insert("Version".into(), v);
+            }
+            let st = match (single, st.first()) {
+                (true, Some(one)) => one.clone(),
+                _ => Value::Array(st),
+            };
+            doc.insert("Statement".into(), st);
+            Value::Object(doc)
+        })
+}
+
+/// Checks one fuzzed document; returns whether it was accepted.
+fn check_fuzzed(doc: &Value, action: &str, resource: &str) -> Result<bool, TestCaseError> {
+    match Policy::from_value(doc) {
+        Ok(p) => {
+            prop_assert!(!p.statements.is_empty());
+            let _ = evaluate(&[p.clone(), p], action, resource);
+            Ok(true)
+        }
+        Err(e) => {
+            prop_assert!(!e.problems.is_empty());
+            for pr in &e.problems {
+                prop_assert!(!pr.message.is_empty(), "{pr:?}");
+                prop_assert!(
+                    ["$", "Version", "Id", "Statement", "[\""]
+                        .iter()
+                        .any(|p| pr.path.starts_with(p))
+                        || doc.as_object().is_some_and(|o| o.contains_key(&pr.path)),
+                    "{pr:?}"
+                );
+            }
+            Ok(false)
+        }
+    }
+}
+
+#[test]
+fn near_policy_fuzz_reaches_both_outcomes() {
+    // Guards the fuzz below against vacuity: its generator must produce both accepted and
+    // refused documents in quantity.
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..2000 {
+        let doc = arb_near_policy().new_tree(&mut runner).unwrap().current();
+        if check_fuzzed(&doc, "appmesh:CreateMesh", &arn("mesh/dev")).unwrap() {
+            ok += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    eprintln!("near-policy fuzz: accepted {ok}, refused {refused}");
+    assert!(ok > 50 && refused > 50, "accepted {ok}, refused {refused}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -733,6 +869,12 @@ proptest! {
 
     /// A statement built from random well-formed parts always parses, and its decision
     /// agrees with a direct reading of the patterns.
+    /// Near-valid documents: never a panic, every rejection has a path, accepted ones evaluate.
+    #[test]
+    fn fuzzed_near_policies(doc in arb_near_policy(), action in "[a-zA-Z:*?]{0,20}", res in "\\PC{0,30}") {
+        check_fuzzed(&doc, &action, &res)?;
+    }
+
     #[test]
     fn well_formed_statements_parse(effect in prop_oneof![Just("Allow"), Just("Deny")],
                                      mesh in "[a-z*?]{1,6}", name in "[a-z]{1,6}") {
