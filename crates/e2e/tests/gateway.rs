@@ -499,9 +499,11 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
     let (cp, mesh) = (&w.cp, w.mesh.as_str());
     let greeter = GrpcBackend::start("greeter-backend").await;
     let echo = GrpcBackend::start("echo-backend").await;
+    let echo_blue = GrpcBackend::start("echo-blue-backend").await;
     let web = HttpBackend::start("web").await;
     w.backend_node("greeter", "grpc", greeter.port()).await;
     w.backend_node("echo", "grpc", echo.port()).await;
+    w.backend_node("echo-blue", "grpc", echo_blue.port()).await;
     w.backend_node("web", "http", web.port()).await;
     let rport = free_port();
     w.router("greeter-router", "grpc", rport).await;
@@ -512,7 +514,11 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
         json!({"grpcRoute": {"match": {"serviceName": "demo.Greeter"}, "action": {"weightedTargets": weighted(&[("greeter", 1)])}}}),
     )
     .await;
-    for (vs, node) in [("echo.local", "echo"), ("web.local", "web")] {
+    for (vs, node) in [
+        ("echo.local", "echo"),
+        ("echo-blue.local", "echo-blue"),
+        ("web.local", "web"),
+    ] {
         cp.create_virtual_service(
             mesh,
             vs,
@@ -558,6 +564,17 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
         ),
     )
     .await;
+    // Metadata: tenant `blue` with an `x-canary` other than `1` goes to its own backend (an
+    // inverted match needs the header present, as in Envoy and App Mesh).
+    let mut blue = grpc_to(
+        "echo-blue.local",
+        json!({"port": gport, "serviceName": "demo.Echo", "metadata": [
+            {"name": "x-tenant", "match": {"exact": "blue"}},
+            {"name": "x-canary", "invert": true, "match": {"exact": "1"}},
+        ]}),
+    );
+    blue["priority"] = json!(0);
+    gateway_route(cp, mesh, "gw", "echo-blue", blue).await;
     gateway_route(
         cp,
         mesh,
@@ -628,6 +645,23 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
         .await
         .expect("echo through the gateway");
     assert_eq!(pong.backend, "echo-backend");
+    for (md, want) in [
+        (
+            vec![("x-tenant", "blue"), ("x-canary", "0")],
+            "echo-blue-backend",
+        ),
+        (vec![("x-tenant", "red"), ("x-canary", "0")], "echo-backend"),
+        (
+            vec![("x-tenant", "blue"), ("x-canary", "1")],
+            "echo-backend",
+        ),
+        (vec![("x-tenant", "blue")], "echo-backend"),
+    ] {
+        let pong = grpc::call_with(via, "anything.local", "/demo.Echo/Echo", "x", &md)
+            .await
+            .expect("echo through the gateway");
+        assert_eq!(pong.backend, want, "metadata {md:?}");
+    }
     // The http listener serves only its own route (match.port).
     let http = Target::new("www.example.com", addr(ip, hport));
     let r = http.get("/x").await;
@@ -654,7 +688,7 @@ async fn grpc_and_http_listeners_route_by_port_service_and_hostname() {
     assert_eq!(envoy.stat("cluster_manager.cds.update_rejected").await, 0);
     assert_eq!(
         envoy.stat(&self_redirect).await - before,
-        2,
-        "the two routed gRPC calls went through the grpc listener's self-redirect cluster"
+        6,
+        "the six routed gRPC calls (greeter, echo, four by metadata) went through the grpc listener's self-redirect cluster"
     );
 }
