@@ -225,6 +225,15 @@ fn accepts_every_request_aws_sigv4_signs() {
             &keys(),
         );
         assert_eq!(by_hash.as_ref().ok(), Some(&verified), "case {i}");
+        // And the server's view of a request, `http::request::Parts`, verifies the same.
+        let (parts, body) = req.into_parts();
+        let by_parts = verify(
+            &RequestView::from_parts(&parts),
+            Payload::Bytes(&body),
+            t0(),
+            &keys(),
+        );
+        assert_eq!(by_parts.ok(), Some(verified), "case {i}");
     }
 }
 
