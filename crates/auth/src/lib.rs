@@ -1,0 +1,15 @@
+//! Control-plane authentication building blocks, pure and I/O-free.
+//!
+//! [`sigv4`] verifies AWS Signature Version 4 requests (the `Authorization` header form and
+//! presigned query strings) the way App Mesh and Cloud Map answer them. It is deliberately a
+//! verifier written for this crate rather than a wrapper of `aws-sigv4` or
+//! `scratchstack-aws-signature`: `aws-sigv4` is a signer (it cannot report *why* a request is
+//! refused, and pulls in the smithy runtime), and the server needs the verifier's own error
+//! cases mapped one to one onto AWS's exception names. `aws-sigv4` and botocore are used in
+//! the tests as the reference signers.
+//!
+//! Architecture Invariant: no I/O, no async, no clock reads. The caller passes the request
+//! view, the payload (or its hash), the current time and a [`sigv4::SecretLookup`].
+#![forbid(unsafe_code)]
+
+pub mod sigv4;
