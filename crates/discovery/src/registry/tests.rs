@@ -419,3 +419,14 @@ async fn a_list_where_a_structure_belongs_is_invalid_input() {
         "nothing created: {v}"
     );
 }
+
+/// The policy crate maps each served operation to an IAM action and resource: it must know
+/// exactly the operations this registry serves, no more and no fewer.
+#[test]
+fn policy_crate_knows_every_served_operation() {
+    let mut served: Vec<&str> = OPERATIONS.to_vec();
+    let mut mapped: Vec<&str> = meshplane_policy::operation::CLOUD_MAP_OPERATIONS.to_vec();
+    served.sort_unstable();
+    mapped.sort_unstable();
+    assert_eq!(served, mapped);
+}
