@@ -8,8 +8,12 @@
 //! cases mapped one to one onto AWS's exception names. `aws-sigv4` and botocore are used in
 //! the tests as the reference signers.
 //!
-//! Architecture Invariant: no I/O, no async, no clock reads. The caller passes the request
+//! [`seal`] seals secrets at rest (access key secrets, the CA's private key) under the data
+//! directory's key file.
+//!
+//! Architecture Invariant: no I/O (beyond the system CSPRNG), no async, no clock reads. The caller passes the request
 //! view, the payload (or its hash), the current time and a [`sigv4::SecretLookup`].
 #![forbid(unsafe_code)]
 
+pub mod seal;
 pub mod sigv4;

@@ -32,6 +32,11 @@ mod canonical;
 mod crypto;
 mod time;
 
+/// Lower-case hex of `bytes` (for fingerprints and ids built on this crate).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    crypto::hex(bytes)
+}
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
