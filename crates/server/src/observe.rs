@@ -200,6 +200,7 @@ pub fn proxy_status_json(p: &ProxyStatus) -> Value {
         "flavor": match p.stream.flavor { meshplane_xds::XdsFlavor::Sotw => "sotw", meshplane_xds::XdsFlavor::Delta => "delta" },
         "peer": p.stream.peer.map(|a| a.to_string()),
         "connectedAt": epoch(p.stream.connected_at),
+        "tokenId": p.stream.token_id.as_deref(),
         "types": types,
     })
 }
@@ -284,6 +285,7 @@ mod tests {
             flavor: XdsFlavor::Sotw,
             peer: None,
             connected_at: SystemTime::now(),
+            token_id: None,
         })
     }
 
