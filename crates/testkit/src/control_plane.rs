@@ -24,6 +24,8 @@ pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
 pub struct ControlPlane {
     child: Child,
     api: SocketAddr,
+    /// `listening api https://…`: TLS on both ports.
+    tls: bool,
     xds: SocketAddr,
     log: PathBuf,
     http: reqwest::Client,
@@ -75,7 +77,7 @@ impl ControlPlane {
                 }
             }
         });
-        let (mut api, mut xds) = (None, None);
+        let (mut api, mut xds, mut tls) = (None, None, false);
         let deadline = Instant::now() + START_TIMEOUT;
         while api.is_none() || xds.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -83,6 +85,9 @@ impl ControlPlane {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("listening api http://") {
                         api = a.trim().parse().ok();
+                    } else if let Some(a) = line.strip_prefix("listening api https://") {
+                        api = a.trim().parse().ok();
+                        tls = true;
                     } else if let Some(a) = line.strip_prefix("listening xds ") {
                         xds = a.trim().parse().ok();
                     }
@@ -100,6 +105,7 @@ impl ControlPlane {
         let cp = ControlPlane {
             child,
             api: api.expect("api address"),
+            tls,
             xds: xds.expect("xds address"),
             log,
             http: reqwest::Client::builder()
@@ -114,6 +120,29 @@ impl ControlPlane {
     }
 
     async fn wait_healthy(&self) {
+        if self.tls {
+            // The plain reqwest client cannot speak TLS: probe /healthz over rustls, trusting
+            // meshplane's CA when it issued the certificate (else only the handshake's
+            // transport is awaited: the test brought its own certificate).
+            let ca = self.ca_pem();
+            crate::wait_for("control plane /healthz over tls", START_TIMEOUT, || async {
+                match &ca {
+                    Some(ca) => {
+                        match crate::tls::https_get(self.api, "127.0.0.1", "/healthz", ca).await {
+                            Ok((200, _)) => Ok(()),
+                            Ok((status, body)) => Err(format!("status {status}: {body}")),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => tokio::net::TcpStream::connect(self.api)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                }
+            })
+            .await;
+            return;
+        }
         let url = format!("{}/healthz", self.api_url());
         crate::wait_for("control plane /healthz", START_TIMEOUT, || async {
             match self.http.get(&url).send().await {
@@ -125,9 +154,26 @@ impl ControlPlane {
         .await
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when TLS is on).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
+    }
+
+    /// The API port's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+    }
+
+    /// Whether `serve` announced TLS (`listening api https://…`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// `<data-dir>/ca.pem` when meshplane's CA issued the ports' certificate.
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        let path = self._dir.path().join("data").join("ca.pem");
+        path.exists().then_some(path)
     }
 
     /// The process id of `meshplane serve`.

@@ -174,9 +174,15 @@ mod tests {
     #[tokio::test]
     async fn revoke_counts_and_signals_only_live_streams_of_the_token() {
         let index = Arc::new(TokenIndex::default());
-        let a1 = index.enter(1, identity("t1", Duration::from_secs(60))).unwrap();
-        let a2 = index.enter(2, identity("t1", Duration::from_secs(60))).unwrap();
-        let b = index.enter(3, identity("t2", Duration::from_secs(60))).unwrap();
+        let a1 = index
+            .enter(1, identity("t1", Duration::from_secs(60)))
+            .unwrap();
+        let a2 = index
+            .enter(2, identity("t1", Duration::from_secs(60)))
+            .unwrap();
+        let b = index
+            .enter(3, identity("t2", Duration::from_secs(60)))
+            .unwrap();
         drop(a2);
         assert_eq!(index.revoke("t1"), 1);
         assert_eq!(index.revoke("nope"), 0);
@@ -202,7 +208,9 @@ mod tests {
     #[test]
     fn other_node_is_permission_denied() {
         let index = Arc::new(TokenIndex::default());
-        let a = index.enter(1, identity("t", Duration::from_secs(9))).unwrap();
+        let a = index
+            .enter(1, identity("t", Duration::from_secs(9)))
+            .unwrap();
         assert!(a.check_node("mesh/m/virtualNode/a").is_ok());
         let err = a.check_node("mesh/m/virtualNode/b").unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);

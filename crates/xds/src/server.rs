@@ -153,7 +153,10 @@ impl std::fmt::Debug for XdsServerConfig {
             .field("max_connection_age", &self.max_connection_age)
             .field("response_buffer", &self.response_buffer)
             .field("max_connections", &self.max_connections)
-            .field("max_streams_per_connection", &self.max_streams_per_connection)
+            .field(
+                "max_streams_per_connection",
+                &self.max_streams_per_connection,
+            )
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_streams", &self.max_streams)

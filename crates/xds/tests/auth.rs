@@ -13,7 +13,9 @@ use meshplane_xds::envoy_types::pb::envoy::config::core::v3::Node;
 use meshplane_xds::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest,
 };
-use meshplane_xds::testing::{DeltaClient, MapAuthenticator, SotwClient, TestServer, resource_names};
+use meshplane_xds::testing::{
+    DeltaClient, MapAuthenticator, SotwClient, TestServer, resource_names,
+};
 use meshplane_xds::{NodeKey, ResourceType, SnapshotCache, StreamIdentity, XdsServerConfig};
 use tonic::Code;
 
@@ -39,7 +41,10 @@ async fn setup() -> (TestServer, MapAuthenticator, SnapshotCache) {
     );
     let auth = MapAuthenticator::default();
     auth.insert("tok-a", identity(NODE, "tid-a", Duration::from_secs(3600)));
-    auth.insert("tok-b", identity(NODE_B, "tid-b", Duration::from_secs(3600)));
+    auth.insert(
+        "tok-b",
+        identity(NODE_B, "tid-b", Duration::from_secs(3600)),
+    );
     let srv = TestServer::start_with_config(
         Arc::new(cache.clone()),
         XdsServerConfig {

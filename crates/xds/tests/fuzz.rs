@@ -401,7 +401,9 @@ fn random_authorization_metadata_never_panics_and_only_the_valid_token_is_served
     runner
         .run(&(script(), authorization()), |(s, raw)| {
             // Values that cannot be HTTP header values never leave the client.
-            let value = raw.as_deref().and_then(|b| AsciiMetadataValue::try_from(b).ok());
+            let value = raw
+                .as_deref()
+                .and_then(|b| AsciiMetadataValue::try_from(b).ok());
             let (_, responses) = rt
                 .block_on(run_script(&channel, &s, value.as_ref()))
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{s:?}")))?;
@@ -414,9 +416,14 @@ fn random_authorization_metadata_never_panics_and_only_the_valid_token_is_served
             Ok(())
         })
         .unwrap();
-    assert!(answered.get() > 0, "no fuzzed stream with the valid token was served");
+    assert!(
+        answered.get() > 0,
+        "no fuzzed stream with the valid token was served"
+    );
     rt.block_on(async {
-        let mut c = SotwClient::connect_with(srv.addr, NODE, Some(TOKEN)).await.unwrap();
+        let mut c = SotwClient::connect_with(srv.addr, NODE, Some(TOKEN))
+            .await
+            .unwrap();
         c.subscribe(ResourceType::Cluster, &[], "");
         assert_eq!(resource_names(&c.recv().await), ["a", "b"]);
         drop(c);
