@@ -20,6 +20,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The tag that puts a virtual node's proxies in explicit mode (see the reconciler).
 pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
 
+/// An announced listen address as a client reaches it: `0.0.0.0`/`::` become loopback.
+fn reachable(announced: &str) -> Option<SocketAddr> {
+    let mut a: SocketAddr = announced.trim().parse().ok()?;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Some(a)
+}
+
 /// A running `meshplane serve`; killed on drop (its log is printed if the test panicked).
 pub struct ControlPlane {
     child: Child,
@@ -49,14 +62,15 @@ impl ControlPlane {
         let bin = meshplane_binary();
         let log = dir.path().join("meshplane.log");
         let stderr = std::fs::File::create(&log).expect("create control plane log");
+        // Loopback port 0 unless the test chose its own listen addresses.
+        let mut defaults = vec!["serve"];
+        for flag in ["--api-listen", "--xds-listen"] {
+            if !extra_args.contains(&flag) {
+                defaults.extend([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = Command::new(&bin)
-            .args([
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--xds-listen",
-                "127.0.0.1:0",
-            ])
+            .args(defaults)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--log", "info,meshplane_server=debug"])
@@ -84,12 +98,12 @@ impl ControlPlane {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("listening api http://") {
-                        api = a.trim().parse().ok();
+                        api = reachable(a);
                     } else if let Some(a) = line.strip_prefix("listening api https://") {
-                        api = a.trim().parse().ok();
+                        api = reachable(a);
                         tls = true;
                     } else if let Some(a) = line.strip_prefix("listening xds ") {
-                        xds = a.trim().parse().ok();
+                        xds = reachable(a);
                     }
                 }
                 Err(_) => {
@@ -128,7 +142,16 @@ impl ControlPlane {
             crate::wait_for("control plane /healthz over tls", START_TIMEOUT, || async {
                 match &ca {
                     Some(ca) => {
-                        match crate::tls::https_get(self.api, "127.0.0.1", "/healthz", ca).await {
+                        match crate::tls::https_request(
+                            self.api,
+                            "localhost",
+                            "GET",
+                            "/healthz",
+                            None,
+                            ca,
+                        )
+                        .await
+                        {
                             Ok((200, _)) => Ok(()),
                             Ok((status, body)) => Err(format!("status {status}: {body}")),
                             Err(e) => Err(e),
@@ -193,6 +216,14 @@ impl ControlPlane {
 
     /// Any request; returns the status and the JSON body (`Null` when empty or not JSON).
     pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        if let (true, Some(ca)) = (self.tls, self.ca_pem()) {
+            let body = body.map(|b| b.to_string().into_bytes());
+            let (status, text) =
+                crate::tls::https_request(self.api, "localhost", method, path, body, &ca)
+                    .await
+                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            return (status, serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .http

@@ -31,12 +31,14 @@ pub fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> Result<Arc<rustls::Client
     Ok(Arc::new(config))
 }
 
-/// `GET path` over TLS to `addr`, verifying the server as `server_name` against `ca_pem`;
-/// returns the status and the body.
-pub async fn https_get(
+/// One HTTP/1.1 request over TLS to `addr` (JSON body when given), verifying the server as
+/// `server_name` against `ca_pem`; returns the status and the body.
+pub async fn https_request(
     addr: SocketAddr,
     server_name: &str,
+    method: &str,
     path: &str,
+    body: Option<Vec<u8>>,
     ca_pem: &Path,
 ) -> Result<(u16, String), String> {
     let config = client_config(ca_pem, &[b"http/1.1"])?;
@@ -48,26 +50,58 @@ pub async fn https_get(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls handshake: {e}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes())
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
+    tls.write_all(&body).await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    // The server closes after the response (Connection: close); a TLS close_notify or EOF ends it.
-    let _ = tokio::time::timeout(
+    // Connection: close: the server ends the stream after the response.
+    let read = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         tls.read_to_end(&mut buf),
     )
     .await;
+    if buf.is_empty() {
+        return Err(format!("no response: {read:?}"));
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {text:?}"))?;
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no http status in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
+        .ok_or_else(|| format!("no http status in {head:?}"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Ok((status, body))
+}
+
+/// Decodes a chunked body (sizes in hex, each chunk followed by CRLF).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }
