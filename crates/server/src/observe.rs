@@ -323,4 +323,21 @@ mod tests {
         }
         assert_eq!(encode(&reg), baseline);
     }
+
+    /// Proxy status JSON names the node token a stream authenticated with (null without auth).
+    #[test]
+    fn proxy_status_json_shows_the_token_id() {
+        let mut with = (*info(1, "mesh/m/virtualNode/a")).clone();
+        with.token_id = Some("tid-123".into());
+        let p = meshplane_xds::ProxyStatus {
+            stream: Arc::new(with),
+            types: Vec::new(),
+        };
+        assert_eq!(proxy_status_json(&p)["tokenId"], "tid-123");
+        let p = meshplane_xds::ProxyStatus {
+            stream: info(2, "mesh/m/virtualNode/a"),
+            types: Vec::new(),
+        };
+        assert!(proxy_status_json(&p)["tokenId"].is_null());
+    }
 }

@@ -38,8 +38,11 @@ pub struct StreamIdentity {
 /// Live streams by token id; each holds a [`TokenStream`] that removes it on drop.
 #[derive(Default)]
 pub(crate) struct TokenIndex {
-    streams: Mutex<HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>>,
+    streams: Mutex<StreamsByToken>,
 }
+
+/// Token id -> stream id -> the stream's revocation signal.
+type StreamsByToken = HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>;
 
 /// A stream's authenticated state: its identity, its revocation signal and its place in the
 /// [`TokenIndex`].
@@ -104,7 +107,7 @@ impl TokenIndex {
         of_token.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashMap<u64, Arc<Notify>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamsByToken> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
