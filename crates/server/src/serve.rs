@@ -227,7 +227,11 @@ async fn serve(
         }
         Some(tls)
     } else {
-        tracing::info!(api = %api_addr, xds = %xds_addr, "tls off (both ports on loopback, --tls auto)");
+        if args.tls.tls_cert.is_some() && args.tls.tls == crate::tls::TlsMode::Auto {
+            tracing::warn!(api = %api_addr, xds = %xds_addr, "--tls-cert is ignored: tls is off because both ports are on loopback (--tls auto); pass --tls on to use it");
+        } else {
+            tracing::info!(api = %api_addr, xds = %xds_addr, tls = ?args.tls.tls, "tls off");
+        }
         None
     };
 
