@@ -11,9 +11,12 @@
 //! (`meshplane-cli`); those talk to it only over the wire.
 #![forbid(unsafe_code)]
 
+pub mod auth_key_tmp;
+pub mod ca;
 pub mod data_dir;
 pub mod envoy_json;
 pub mod listener;
 pub mod observe;
 pub mod reconcile;
 pub mod serve;
+pub mod tls;

@@ -37,7 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use meshplane_xds::LogLimiter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
@@ -87,6 +87,16 @@ pub struct FdLimit {
     pub hard: Option<u64>,
 }
 
+/// TLS on the API port: the acceptor (ALPN `h2`, `http/1.1`) and how long a client may take
+/// to complete the handshake.
+#[derive(Clone)]
+pub struct ApiTls {
+    /// Server config wrapped for tokio.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Counted from the accept; past it the connection is closed.
+    pub handshake_timeout: Duration,
+}
+
 /// Per-connection state shared by the IO wrapper, the service and the watchdog.
 struct Activity {
     state: Mutex<ActivityState>,
@@ -101,9 +111,9 @@ struct ActivityState {
     reading_since: Option<Instant>,
 }
 
-/// The TCP stream, noting when bytes of a new request start to arrive.
-struct TrackedIo {
-    inner: TcpStream,
+/// The connection's stream (TCP or TLS), noting when bytes of a new request start to arrive.
+struct TrackedIo<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
@@ -193,6 +203,7 @@ pub async fn serve_api(
     app: Router,
     args: ApiLimitArgs,
     fd_limit: FdLimit,
+    tls: Option<ApiTls>,
     stop: impl Future<Output = ()>,
 ) {
     let max = effective_max_connections(args.api_max_connections, fd_limit);
@@ -236,13 +247,33 @@ pub async fn serve_api(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            stream,
-            permit,
-            app.clone(),
-            args.clone(),
-            closing_rx.clone(),
-        ));
+        let (app, args, closing) = (app.clone(), args.clone(), closing_rx.clone());
+        match tls.clone() {
+            None => {
+                tokio::spawn(serve_connection(stream, permit, app, args, closing));
+            }
+            // The handshake runs on the connection's task, holding its permit, bounded by
+            // its own timeout: a client that stalls mid-handshake never reaches hyper.
+            Some(tls) => {
+                tokio::spawn(async move {
+                    let peer = stream.peer_addr().ok();
+                    let accepted =
+                        tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream))
+                            .await;
+                    match accepted {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, permit, app, args, closing).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(?peer, error = %e, "api tls handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(?peer, timeout = ?tls.handshake_timeout, "api tls handshake timed out");
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = closing_tx.send(true);
@@ -283,13 +314,15 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     )
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     _permit: OwnedSemaphorePermit,
     app: Router,
     args: Arc<ApiLimitArgs>,
     mut closing: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -453,7 +486,7 @@ impl Drop for InFlight {
 
 // === impl TrackedIo ===
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -468,7 +501,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -200,6 +200,7 @@ pub fn proxy_status_json(p: &ProxyStatus) -> Value {
         "flavor": match p.stream.flavor { meshplane_xds::XdsFlavor::Sotw => "sotw", meshplane_xds::XdsFlavor::Delta => "delta" },
         "peer": p.stream.peer.map(|a| a.to_string()),
         "connectedAt": epoch(p.stream.connected_at),
+        "tokenId": p.stream.token_id.as_deref(),
         "types": types,
     })
 }
@@ -284,6 +285,7 @@ mod tests {
             flavor: XdsFlavor::Sotw,
             peer: None,
             connected_at: SystemTime::now(),
+            token_id: None,
         })
     }
 
@@ -320,5 +322,22 @@ mod tests {
             m.observe(&XdsEvent::Disconnected(s));
         }
         assert_eq!(encode(&reg), baseline);
+    }
+
+    /// Proxy status JSON names the node token a stream authenticated with (null without auth).
+    #[test]
+    fn proxy_status_json_shows_the_token_id() {
+        let mut with = (*info(1, "mesh/m/virtualNode/a")).clone();
+        with.token_id = Some("tid-123".into());
+        let p = meshplane_xds::ProxyStatus {
+            stream: Arc::new(with),
+            types: Vec::new(),
+        };
+        assert_eq!(proxy_status_json(&p)["tokenId"], "tid-123");
+        let p = meshplane_xds::ProxyStatus {
+            stream: info(2, "mesh/m/virtualNode/a"),
+            types: Vec::new(),
+        };
+        assert!(proxy_status_json(&p)["tokenId"].is_null());
     }
 }

@@ -3,7 +3,8 @@
 //! Opens the embedded store under `--data-dir` (checked against its marker, see
 //! [`crate::data_dir`]), serves the App Mesh API and the Cloud Map-compatible registry (plus
 //! `/healthz`, `/readyz` and Prometheus `/metrics`) on `--api-listen`, and prints one line per bound listener
-//! on stdout (`listening api http://127.0.0.1:7080`) so that port 0 is usable by scripts.
+//! on stdout (`listening api http://127.0.0.1:7080`, `https://` when TLS is on, see
+//! [`crate::tls`]) so that port 0 is usable by scripts.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -65,6 +66,8 @@ pub struct ServeArgs {
     pub quotas: QuotaArgs,
     #[command(flatten)]
     pub api_limits: crate::listener::ApiLimitArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// App Mesh's default quotas; raise them for large meshes.
@@ -197,12 +200,48 @@ async fn serve(
     let xds_metrics = XdsMetrics::register(&mut registry);
     let xds_load = XdsLoad::register(&mut registry);
 
+    let api = crate::listener::bind(args.api_listen)
+        .with_context(|| format!("binding API listener {}", args.api_listen))?;
+    let xds_listener = crate::listener::bind(args.xds_listen)
+        .with_context(|| format!("binding xDS listener {}", args.xds_listen))?;
+    let api_addr = api.local_addr()?;
+    let xds_addr = xds_listener.local_addr()?;
+
+    // TLS on both ports, decided once for both (see `crate::tls`).
+    let tls = if args.tls.enabled(&[api_addr, xds_addr]) {
+        // TEMPORARY until merge: the lead replaces this with helper A's
+        // `crate::auth::key_file::load_or_create(&args.data_dir, &*store)`.
+        let seal = crate::auth_key_tmp::load_or_create(&args.data_dir)?;
+        let tls = crate::tls::server_tls(
+            &args.tls,
+            &[api_addr, xds_addr],
+            &*store,
+            &seal,
+            &args.data_dir,
+        )
+        .await?;
+        if let Some(ca) = &tls.ca_pem {
+            tracing::info!(ca = %ca.display(), "tls on, certificate issued by meshplane's CA (trust this file)");
+        } else {
+            tracing::info!("tls on, certificate from --tls-cert");
+        }
+        Some(tls)
+    } else {
+        if args.tls.tls_cert.is_some() && args.tls.tls == crate::tls::TlsMode::Auto {
+            tracing::warn!(api = %api_addr, xds = %xds_addr, "--tls-cert is ignored: tls is off because both ports are on loopback (--tls auto); pass --tls on to use it");
+        } else {
+            tracing::info!(api = %api_addr, xds = %xds_addr, tls = ?args.tls.tls, "tls off");
+        }
+        None
+    };
+
     // xDS: the reconciler fills the snapshot cache; the server streams it to Envoy.
     let cache = SnapshotCache::new();
     let xds = XdsServer::with_config(
         Arc::new(cache.clone()),
         XdsServerConfig {
             max_connections: args.xds_max_connections as usize,
+            tls: tls.as_ref().map(|t| t.xds.clone()),
             ..XdsServerConfig::default()
         },
     );
@@ -247,13 +286,6 @@ async fn serve(
                 .with_state(ops),
         );
 
-    let api = crate::listener::bind(args.api_listen)
-        .with_context(|| format!("binding API listener {}", args.api_listen))?;
-    let xds_listener = crate::listener::bind(args.xds_listen)
-        .with_context(|| format!("binding xDS listener {}", args.xds_listen))?;
-    let api_addr = api.local_addr()?;
-    let xds_addr = xds_listener.local_addr()?;
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -275,11 +307,24 @@ async fn serve(
         async move { xds.serve(xds_listener, stop).await }
     });
 
-    announce(&format!("listening api http://{api_addr}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    announce(&format!("listening api {scheme}://{api_addr}"));
     announce(&format!("listening xds {xds_addr}"));
     tracing::info!(api = %api_addr, xds = %xds_addr, "meshplane serving");
 
-    crate::listener::serve_api(api, app, args.api_limits.clone(), fd_limit, stopped()).await;
+    let api_tls = tls.map(|t| crate::listener::ApiTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(t.api),
+        handshake_timeout: args.tls.tls_handshake_timeout,
+    });
+    crate::listener::serve_api(
+        api,
+        app,
+        args.api_limits.clone(),
+        fd_limit,
+        api_tls,
+        stopped(),
+    )
+    .await;
     xds.close_streams();
     reconcile_task.abort();
     prune_task.abort();

@@ -20,10 +20,25 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The tag that puts a virtual node's proxies in explicit mode (see the reconciler).
 pub const LISTEN_ADDRESS_TAG: &str = "meshplane.io/listen-address";
 
+/// An announced listen address as a client reaches it: `0.0.0.0`/`::` become loopback.
+fn reachable(announced: &str) -> Option<SocketAddr> {
+    let mut a: SocketAddr = announced.trim().parse().ok()?;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Some(a)
+}
+
 /// A running `meshplane serve`; killed on drop (its log is printed if the test panicked).
 pub struct ControlPlane {
     child: Child,
     api: SocketAddr,
+    /// `listening api https://…`: TLS on both ports.
+    tls: bool,
     xds: SocketAddr,
     log: PathBuf,
     http: reqwest::Client,
@@ -47,14 +62,15 @@ impl ControlPlane {
         let bin = meshplane_binary();
         let log = dir.path().join("meshplane.log");
         let stderr = std::fs::File::create(&log).expect("create control plane log");
+        // Loopback port 0 unless the test chose its own listen addresses.
+        let mut defaults = vec!["serve"];
+        for flag in ["--api-listen", "--xds-listen"] {
+            if !extra_args.contains(&flag) {
+                defaults.extend([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = Command::new(&bin)
-            .args([
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--xds-listen",
-                "127.0.0.1:0",
-            ])
+            .args(defaults)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--log", "info,meshplane_server=debug"])
@@ -75,16 +91,19 @@ impl ControlPlane {
                 }
             }
         });
-        let (mut api, mut xds) = (None, None);
+        let (mut api, mut xds, mut tls) = (None, None, false);
         let deadline = Instant::now() + START_TIMEOUT;
         while api.is_none() || xds.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("listening api http://") {
-                        api = a.trim().parse().ok();
+                        api = reachable(a);
+                    } else if let Some(a) = line.strip_prefix("listening api https://") {
+                        api = reachable(a);
+                        tls = true;
                     } else if let Some(a) = line.strip_prefix("listening xds ") {
-                        xds = a.trim().parse().ok();
+                        xds = reachable(a);
                     }
                 }
                 Err(_) => {
@@ -100,6 +119,7 @@ impl ControlPlane {
         let cp = ControlPlane {
             child,
             api: api.expect("api address"),
+            tls,
             xds: xds.expect("xds address"),
             log,
             http: reqwest::Client::builder()
@@ -114,6 +134,38 @@ impl ControlPlane {
     }
 
     async fn wait_healthy(&self) {
+        if self.tls {
+            // The plain reqwest client cannot speak TLS: probe /healthz over rustls, trusting
+            // meshplane's CA when it issued the certificate (else only the handshake's
+            // transport is awaited: the test brought its own certificate).
+            let ca = self.ca_pem();
+            crate::wait_for("control plane /healthz over tls", START_TIMEOUT, || async {
+                match &ca {
+                    Some(ca) => {
+                        match crate::tls::https_request(
+                            self.api,
+                            "localhost",
+                            "GET",
+                            "/healthz",
+                            None,
+                            ca,
+                        )
+                        .await
+                        {
+                            Ok((200, _)) => Ok(()),
+                            Ok((status, body)) => Err(format!("status {status}: {body}")),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => tokio::net::TcpStream::connect(self.api)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                }
+            })
+            .await;
+            return;
+        }
         let url = format!("{}/healthz", self.api_url());
         crate::wait_for("control plane /healthz", START_TIMEOUT, || async {
             match self.http.get(&url).send().await {
@@ -125,9 +177,26 @@ impl ControlPlane {
         .await
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when TLS is on).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
+    }
+
+    /// The API port's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+    }
+
+    /// Whether `serve` announced TLS (`listening api https://…`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// `<data-dir>/ca.pem` when meshplane's CA issued the ports' certificate.
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        let path = self._dir.path().join("data").join("ca.pem");
+        path.exists().then_some(path)
     }
 
     /// The process id of `meshplane serve`.
@@ -147,6 +216,14 @@ impl ControlPlane {
 
     /// Any request; returns the status and the JSON body (`Null` when empty or not JSON).
     pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        if let (true, Some(ca)) = (self.tls, self.ca_pem()) {
+            let body = body.map(|b| b.to_string().into_bytes());
+            let (status, text) =
+                crate::tls::https_request(self.api, "localhost", method, path, body, &ca)
+                    .await
+                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            return (status, serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .http

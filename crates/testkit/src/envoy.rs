@@ -49,6 +49,10 @@ pub struct EnvoyOptions {
     /// in its own mount namespace (`unshare --mount`, needs root) with this file bound over
     /// `/etc/hosts`; the network namespace is the host's.
     pub hosts_file: Option<PathBuf>,
+    /// Connect to the xDS port over TLS, trusting this CA file (SNI and SAN `localhost`):
+    /// the bootstrap's xDS cluster gets an `UpstreamTlsContext` (added by the testkit, not
+    /// by the agent).
+    pub xds_tls_ca: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -61,6 +65,7 @@ impl EnvoyOptions {
             log_level: "info".to_owned(),
             env: Vec::new(),
             hosts_file: None,
+            xds_tls_ca: None,
         }
     }
 }
@@ -342,5 +347,28 @@ pub fn bootstrap_yaml(opts: &EnvoyOptions, admin: SocketAddr, admin_log: &Path) 
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("bootstrap is UTF-8")
+    let yaml = String::from_utf8(out.stdout).expect("bootstrap is UTF-8");
+    match &opts.xds_tls_ca {
+        Some(ca) => with_xds_tls(&yaml, ca),
+        None => yaml,
+    }
+}
+
+/// `yaml` with an `UpstreamTlsContext` on the `meshplane_xds` cluster: verify the server as
+/// `localhost` against `ca`, offer ALPN `h2`.
+fn with_xds_tls(yaml: &str, ca: &Path) -> String {
+    let anchor = "    name: meshplane_xds\n";
+    assert!(
+        yaml.contains(anchor),
+        "the bootstrap's xds cluster is not where the testkit expects it:\n{yaml}"
+    );
+    let tls = format!(
+        "{anchor}    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \
+         '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        \
+         sni: localhost\n        common_tls_context:\n          alpn_protocols: [h2]\n          \
+         validation_context:\n            trusted_ca: {{filename: {}}}\n            \
+         match_typed_subject_alt_names:\n            - {{san_type: DNS, matcher: {{exact: localhost}}}}\n",
+        ca.display()
+    );
+    yaml.replacen(anchor, &tls, 1)
 }

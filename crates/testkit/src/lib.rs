@@ -29,6 +29,7 @@ pub mod grpc;
 pub mod http_backend;
 pub mod load;
 pub mod tcp;
+pub mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;

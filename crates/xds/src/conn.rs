@@ -1,6 +1,11 @@
-//! The xDS port's accept loop: a cap on open connections, a deadline for the HTTP/2
-//! preface, an idle timeout for connections without a stream, and a pause instead of a
-//! spin when `accept` fails (out of file descriptors).
+//! The xDS port's accept loop: a cap on open connections, a deadline for the TLS handshake
+//! (when TLS is on) and the HTTP/2 preface, an idle timeout for connections without a
+//! stream, and a pause instead of a spin when `accept` fails (out of file descriptors).
+//!
+//! TLS is terminated inside [`XdsConn`]: the accept loop hands tonic the connection at
+//! once and the handshake runs on the connection's own task, the first time tonic reads or
+//! writes. So a slow handshake never delays other accepts, holds its connection permit,
+//! and is cut by the same deadline as a silent plaintext client.
 
 use std::future::Future;
 use std::io;
@@ -14,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -39,12 +45,23 @@ pub(crate) struct LimitedIncoming {
     backoff: Option<Pin<Box<Sleep>>>,
     full_log: LogLimiter,
     error_log: LogLimiter,
+    tls: Option<TlsAcceptor>,
+}
+
+/// The connection's byte stream: plaintext, or TLS before and after its handshake.
+enum ConnIo {
+    Plain(TcpStream),
+    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The handshake failed; every read and write fails.
+    Failed,
 }
 
 /// One accepted connection: closed with an error if it has not sent the HTTP/2 preface
 /// within the handshake timeout; gives its permit back when dropped.
 pub(crate) struct XdsConn {
-    io: TcpStream,
+    io: ConnIo,
+    tcp: TcpConnectInfo,
     _permit: OwnedSemaphorePermit,
     /// Bytes read so far, until the preface is complete.
     read: usize,
@@ -91,6 +108,7 @@ impl LimitedIncoming {
             backoff: None,
             full_log: LogLimiter::new(LOG_INTERVAL),
             error_log: LogLimiter::new(LOG_INTERVAL),
+            tls: config.tls.clone().map(TlsAcceptor::from),
         }
     }
 }
@@ -121,8 +139,14 @@ impl Stream for LimitedIncoming {
                     // Small xDS requests (ACKs) must not wait for Nagle.
                     let _ = io.set_nodelay(true);
                     let deadline = Box::pin(tokio::time::sleep(this.handshake_timeout));
+                    let tcp = io.connect_info();
+                    let io = match &this.tls {
+                        Some(tls) => ConnIo::Handshaking(Box::new(tls.accept(io))),
+                        None => ConnIo::Plain(io),
+                    };
                     return Poll::Ready(Some(Ok(XdsConn {
                         io,
+                        tcp,
                         _permit: permit,
                         read: 0,
                         deadline: Some(deadline),
@@ -151,8 +175,9 @@ impl AsyncRead for XdsConn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_handshake(cx))?;
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
+        match this.io.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if this.deadline.is_some() {
                     this.read += buf.filled().len() - before;
@@ -163,15 +188,8 @@ impl AsyncRead for XdsConn {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no http/2 preface within the handshake timeout",
-                    )));
+                if let Some(e) = this.deadline_expired(cx) {
+                    return Poll::Ready(Err(e));
                 }
                 if this.idle_expired(cx) {
                     return Poll::Ready(Err(io::Error::new(
@@ -187,6 +205,52 @@ impl AsyncRead for XdsConn {
 }
 
 impl XdsConn {
+    /// Drives the TLS handshake (a no-op for plaintext and once it is done); fails when it
+    /// fails or when the handshake deadline passes first.
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let ConnIo::Handshaking(accept) = &mut self.io else {
+            return match self.io {
+                ConnIo::Failed => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "tls handshake failed",
+                ))),
+                _ => Poll::Ready(Ok(())),
+            };
+        };
+        match Pin::new(&mut **accept).poll(cx) {
+            Poll::Ready(Ok(tls)) => {
+                self.io = ConnIo::Tls(Box::new(tls));
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(peer = ?self.tcp.remote_addr(), error = %e, "xds tls handshake failed");
+                self.io = ConnIo::Failed;
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => match self.deadline_expired(cx) {
+                Some(e) => {
+                    self.io = ConnIo::Failed;
+                    Poll::Ready(Err(e))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+
+    /// The handshake deadline (TLS and HTTP/2 preface) passed.
+    fn deadline_expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let expired = self
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        expired.then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no tls handshake and http/2 preface within the handshake timeout",
+            )
+        })
+    }
+
     /// Whether the connection has had no stream for the idle timeout. Polled whenever a
     /// read pends: hyper keeps a read pending on every connection, and a stream ending
     /// wakes the connection task (it writes the stream's end), so the timer starts then.
@@ -212,7 +276,9 @@ impl AsyncWrite for XdsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.poll_handshake(cx))?;
+        this.io.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -220,20 +286,78 @@ impl AsyncWrite for XdsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        ready!(this.poll_handshake(cx))?;
+        this.io.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            ConnIo::Plain(io) => io.is_write_vectored(),
+            ConnIo::Tls(io) => io.is_write_vectored(),
+            _ => false,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_handshake(cx))?;
+        this.io.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        match &mut self.get_mut().io {
+            ConnIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            ConnIo::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
+            // Dropping the connection closes the socket.
+            ConnIo::Handshaking(_) | ConnIo::Failed => Poll::Ready(Ok(())),
+        }
     }
+}
+
+// === impl ConnIo ===
+
+impl ConnIo {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ConnIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            ConnIo::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+            ConnIo::Handshaking(_) | ConnIo::Failed => Poll::Ready(Err(not_ready())),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            ConnIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            ConnIo::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
+            ConnIo::Handshaking(_) | ConnIo::Failed => Poll::Ready(Err(not_ready())),
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            ConnIo::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            ConnIo::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
+            ConnIo::Handshaking(_) | ConnIo::Failed => Poll::Ready(Err(not_ready())),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ConnIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            ConnIo::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
+            ConnIo::Handshaking(_) | ConnIo::Failed => Poll::Ready(Err(not_ready())),
+        }
+    }
+}
+
+/// Reading or writing before the handshake completed (unreachable: `poll_handshake` runs first).
+fn not_ready() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "tls handshake not complete")
 }
 
 impl Connected for XdsConn {
@@ -241,7 +365,7 @@ impl Connected for XdsConn {
 
     fn connect_info(&self) -> XdsConnInfo {
         XdsConnInfo {
-            tcp: self.io.connect_info(),
+            tcp: self.tcp.clone(),
             activity: self.activity.clone(),
         }
     }

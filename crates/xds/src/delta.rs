@@ -47,7 +47,8 @@ use crate::resource::{Resource, ResourceType};
 use crate::snapshot::Snapshot;
 use crate::status::{Nack, StreamStatus, XdsFlavor};
 use crate::stream::{
-    Closed, NodeWatch, StreamCtx, control_plane, empty_cla, first_request, nonce, request_error,
+    Closed, NodeWatch, StreamCtx, control_plane, empty_cla, first_request, interrupt, interrupted,
+    nonce, request_error,
 };
 
 type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
@@ -128,9 +129,15 @@ pub(crate) async fn run(
     }
     loop {
         tokio::select! {
-            _ = ctx.shutdown.changed() => break,
+            why = interrupted(&mut ctx.shutdown, ctx.auth.as_ref()) => {
+                interrupt(&ctx, why, &tx);
+                break;
+            }
             msg = requests.message() => match msg {
-                Ok(Some(req)) => if let Err(status) = s.on_request(req) {
+                Ok(Some(req)) => if let Err(status) = ctx
+                    .check_later_node(req.node.as_ref())
+                    .and_then(|()| s.on_request(req))
+                {
                     debug!(stream = ctx.id, node = %Untrusted(&node), %status, "request refused");
                     let _ = tx.try_send(Err(status));
                     break;

@@ -77,6 +77,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cache;
 mod conn;
 mod delta;
@@ -90,6 +91,7 @@ mod stream;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+pub use auth::{StreamAuthenticator, StreamIdentity};
 pub use cache::{NodeKey, SnapshotCache, SnapshotSource, SnapshotWatch, WatchError};
 pub use limits::{
     LogLimiter, MAX_LOGGED_LEN, MAX_NACK_MESSAGE_LEN, MAX_NAMES_PER_TYPE, MAX_NODE_ID_LEN,

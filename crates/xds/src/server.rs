@@ -17,15 +17,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::auth::{StreamAuth, StreamAuthenticator, TokenIndex};
 use crate::cache::{NodeKey, SnapshotSource};
 use crate::conn::{LimitedIncoming, XdsConnInfo};
-use crate::limits::LogLimiter;
+use crate::limits::{LogLimiter, Untrusted};
 use crate::status::{ProxyStatus, StatusRegistry, XdsEvent};
 use crate::stream::StreamCtx;
 use crate::{delta, sotw};
 
 /// Tuning of the gRPC server; [`Default`] gives the values below.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct XdsServerConfig {
     /// HTTP/2 PING interval on idle connections, to reap dead proxies. 30 s,
     /// as Istio; Envoy's own xDS-cluster keepalive should not be more eager.
@@ -69,6 +70,14 @@ pub struct XdsServerConfig {
     /// default connection cap (Envoy holds one stream per connection), while
     /// `max_connections` x `max_streams_per_connection` alone would allow 2.5 million.
     pub max_streams: usize,
+    /// Verifies the `authorization` metadata of every ADS stream and pins the stream to
+    /// the identity's node. `None` (default): no authentication (`--auth none`).
+    pub authenticator: Option<Arc<dyn StreamAuthenticator>>,
+    /// Serve TLS on the port [`serve`](XdsServer::serve) listens on. The handshake runs in
+    /// the accept loop's connection wrapper, so the connection cap holds during it and
+    /// `handshake_timeout` covers handshake and HTTP/2 preface together. The config should
+    /// offer ALPN `h2`. `None` (default): plaintext HTTP/2.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// The ADS server. Cheap to clone; clones share streams, status and events.
@@ -100,6 +109,10 @@ struct Inner {
     streams: Arc<Semaphore>,
     /// Streams refused for `max_streams` are logged at most once per 10 s.
     streams_full_log: LogLimiter,
+    /// Authenticated streams by token id.
+    tokens: Arc<TokenIndex>,
+    /// Streams refused for their credential are logged at most once per 10 s.
+    auth_log: LogLimiter,
 }
 
 /// The tonic service implementation; get it wrapped from [`XdsServer::service`].
@@ -124,7 +137,32 @@ impl Default for XdsServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_streams: 100_000,
+            authenticator: None,
+            tls: None,
         }
+    }
+}
+
+impl std::fmt::Debug for XdsServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsServerConfig")
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("max_decoding_message_size", &self.max_decoding_message_size)
+            .field("max_encoding_message_size", &self.max_encoding_message_size)
+            .field("max_connection_age", &self.max_connection_age)
+            .field("response_buffer", &self.response_buffer)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_streams_per_connection",
+                &self.max_streams_per_connection,
+            )
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_streams", &self.max_streams)
+            .field("authenticator", &self.authenticator.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }
 
@@ -147,6 +185,8 @@ impl XdsServer {
                 connections: Arc::new(Semaphore::new(config.max_connections)),
                 streams: Arc::new(Semaphore::new(config.max_streams)),
                 streams_full_log: LogLimiter::new(Duration::from_secs(10)),
+                tokens: Arc::default(),
+                auth_log: LogLimiter::new(Duration::from_secs(10)),
                 config,
             }),
         }
@@ -233,6 +273,17 @@ impl XdsServer {
         self.inner.registry.subscribe()
     }
 
+    /// Ends the live streams of `token_id` with `UNAUTHENTICATED` (the token was revoked or
+    /// its access key deleted); returns how many. Envoy keeps its last configuration and
+    /// reconnects; the authenticator then refuses the revoked token.
+    pub fn close_streams_for_token(&self, token_id: &str) -> usize {
+        let n = self.inner.tokens.revoke(token_id);
+        if n > 0 {
+            tracing::info!(token_id = %Untrusted(token_id), streams = n, "closing ads streams of a revoked token");
+        }
+        n
+    }
+
     /// Ends every open stream now (what `serve` does on shutdown); for servers
     /// embedded through [`service`](Self::service).
     pub fn close_streams(&self) {
@@ -252,7 +303,37 @@ impl std::fmt::Debug for XdsServer {
 // === impl AdsService ===
 
 impl AdsService {
+    /// The stream's identity when an authenticator is set: `Err` refuses the stream
+    /// (`UNAUTHENTICATED`) before it holds anything.
+    fn authenticate<T>(&self, req: &Request<T>, id: u64) -> Result<Option<StreamAuth>, Status> {
+        let Some(authenticator) = &self.inner.config.authenticator else {
+            return Ok(None);
+        };
+        // A value that is not visible ASCII cannot be a token: treated as absent.
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let refused = |status: Status| {
+            if let Some(skipped) = self.inner.auth_log.permit() {
+                tracing::warn!(
+                    stream = id, code = ?status.code(), reason = %Untrusted(status.message()),
+                    peer = ?req.remote_addr(), refused_since_last_log = skipped,
+                    "refusing unauthenticated ads stream"
+                );
+            }
+            status
+        };
+        let identity = authenticator.authenticate(header).map_err(refused)?;
+        match self.inner.tokens.enter(id, identity) {
+            Some(auth) => Ok(Some(auth)),
+            None => Err(refused(Status::unauthenticated("node token expired"))),
+        }
+    }
+
     fn ctx<T>(&self, req: &Request<T>) -> Result<StreamCtx, Status> {
+        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let auth = self.authenticate(req, id)?;
         let Ok(permit) = self.inner.streams.clone().try_acquire_owned() else {
             let limit = self.inner.config.max_streams;
             if let Some(skipped) = self.inner.streams_full_log.permit() {
@@ -272,7 +353,8 @@ impl AdsService {
         Ok(StreamCtx {
             source: self.inner.source.clone(),
             registry: self.inner.registry.clone(),
-            id: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
+            id,
+            auth,
             peer: conn
                 .and_then(|c| c.tcp.remote_addr())
                 .or_else(|| req.remote_addr()),

@@ -50,7 +50,8 @@ use crate::resource::{Resource, ResourceType};
 use crate::snapshot::{Snapshot, list_version};
 use crate::status::{Nack, StreamStatus, XdsFlavor};
 use crate::stream::{
-    Closed, NodeWatch, StreamCtx, control_plane, empty_cla, first_request, nonce, request_error,
+    Closed, NodeWatch, StreamCtx, control_plane, empty_cla, first_request, interrupt, interrupted,
+    nonce, request_error,
 };
 
 type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
@@ -121,9 +122,15 @@ pub(crate) async fn run(mut ctx: StreamCtx, mut requests: Streaming<DiscoveryReq
     }
     loop {
         tokio::select! {
-            _ = ctx.shutdown.changed() => break,
+            why = interrupted(&mut ctx.shutdown, ctx.auth.as_ref()) => {
+                interrupt(&ctx, why, &tx);
+                break;
+            }
             msg = requests.message() => match msg {
-                Ok(Some(req)) => if let Err(status) = s.on_request(req) {
+                Ok(Some(req)) => if let Err(status) = ctx
+                    .check_later_node(req.node.as_ref())
+                    .and_then(|()| s.on_request(req))
+                {
                     debug!(stream = ctx.id, node = %Untrusted(&node), %status, "request refused");
                     let _ = tx.try_send(Err(status));
                     break;

@@ -49,6 +49,8 @@ pub struct StreamInfo {
     pub peer: Option<SocketAddr>,
     /// When the stream sent its first request.
     pub connected_at: SystemTime,
+    /// The id of the node token the stream authenticated with (`None` without auth).
+    pub token_id: Option<Arc<str>>,
 }
 
 /// Status of one connected proxy stream; see [`XdsServer::status`](crate::XdsServer::status).
@@ -529,6 +531,7 @@ mod tests {
                 flavor: XdsFlavor::Delta,
                 peer: None,
                 connected_at: SystemTime::now(),
+                token_id: None,
             });
             for i in 0..sends_per_stream {
                 status.sent(ResourceType::Route, &i.to_string(), "1", 1, 0, 10);

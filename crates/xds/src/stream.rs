@@ -11,6 +11,7 @@ use envoy_types::util::pack_any;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
+use crate::auth::{Interrupt, StreamAuth};
 use crate::cache::{NodeKey, SnapshotSource, SnapshotWatch};
 use crate::conn::StreamGuard;
 use crate::limits::Untrusted;
@@ -23,6 +24,8 @@ pub(crate) struct StreamCtx {
     pub(crate) source: Arc<dyn SnapshotSource>,
     pub(crate) registry: Arc<StatusRegistry>,
     pub(crate) id: u64,
+    /// The stream's identity when the server authenticates streams.
+    pub(crate) auth: Option<StreamAuth>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// How long the stream may take to send its first request.
@@ -60,6 +63,12 @@ impl StreamCtx {
         tx: &mpsc::Sender<Result<T, Status>>,
     ) -> Option<(NodeWatch, StreamStatus)> {
         let id = node.map_or("", |n| n.id.as_str());
+        if let Some(auth) = &self.auth
+            && let Err(status) = auth.check_node(id)
+        {
+            self.refuse(id, status, tx).await;
+            return None;
+        }
         if let Some(reason) = crate::limits::check_node_id(id) {
             self.reject(id, &reason, tx).await;
             return None;
@@ -79,6 +88,7 @@ impl StreamCtx {
             flavor,
             peer: self.peer,
             connected_at: SystemTime::now(),
+            token_id: self.auth.as_ref().map(|a| a.token_id.clone()),
         };
         let status = self.registry.register(info);
         let mut watch = NodeWatch {
@@ -94,13 +104,57 @@ impl StreamCtx {
     /// it. Logged at WARN at most once per interval for all streams (a client can open
     /// refused streams as fast as it likes).
     async fn reject<T>(&self, node_id: &str, reason: &str, tx: &mpsc::Sender<Result<T, Status>>) {
+        self.refuse(node_id, Status::invalid_argument(reason), tx)
+            .await;
+    }
+
+    /// Ends the stream with `status`; nothing was registered for it. Rate-limited WARN.
+    async fn refuse<T>(&self, node_id: &str, status: Status, tx: &mpsc::Sender<Result<T, Status>>) {
         if let Some(skipped) = self.registry.reject_log.permit() {
             tracing::warn!(
-                stream = self.id, node = %Untrusted(node_id), reason = %Untrusted(reason),
+                stream = self.id, node = %Untrusted(node_id), code = ?status.code(),
+                reason = %Untrusted(status.message()), token_id = ?self.auth.as_ref().map(|a| &*a.token_id),
                 refused_since_last_log = skipped, "refusing ads stream"
             );
         }
-        let _ = tx.send(Err(Status::invalid_argument(reason))).await;
+        let _ = tx.send(Err(status)).await;
+    }
+
+    /// `Err(PERMISSION_DENIED)` when an authenticated stream's later request names another
+    /// node. Envoy sends the node on every request unless `set_node_on_first_message_only`;
+    /// a request without a node is the first request's node.
+    pub(crate) fn check_later_node(&self, node: Option<&Node>) -> Result<(), Status> {
+        match (&self.auth, node) {
+            (Some(auth), Some(node)) => auth.check_node(&node.id),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Resolves when the stream must stop: the server shuts down, or (authenticated streams)
+/// the token is revoked or expires. Takes the fields, not the context, so that a
+/// `select!` can borrow the context's other fields in its branches.
+pub(crate) async fn interrupted(
+    shutdown: &mut watch::Receiver<bool>,
+    auth: Option<&StreamAuth>,
+) -> Interrupt {
+    let ended = async {
+        match auth {
+            Some(a) => a.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.changed() => Interrupt::Shutdown,
+        i = ended => i,
+    }
+}
+
+/// Ends the stream for `why`: tells the proxy when the token was revoked or expired.
+pub(crate) fn interrupt<T>(ctx: &StreamCtx, why: Interrupt, tx: &mpsc::Sender<Result<T, Status>>) {
+    if let Some(status) = why.status() {
+        tracing::info!(stream = ctx.id, token_id = ?ctx.auth.as_ref().map(|a| &*a.token_id), reason = status.message(), "ending ads stream");
+        let _ = tx.try_send(Err(status));
     }
 }
 
@@ -114,7 +168,12 @@ pub(crate) async fn first_request<Req, T>(
 ) -> Option<Req> {
     let timeout = ctx.first_request_timeout;
     tokio::select! {
-        _ = ctx.shutdown.changed() => None,
+        why = interrupted(&mut ctx.shutdown, ctx.auth.as_ref()) => {
+            if let Some(status) = why.status() {
+                let _ = tx.try_send(Err(status));
+            }
+            None
+        }
         msg = tokio::time::timeout(timeout, requests.message()) => match msg {
             Ok(Ok(Some(req))) => Some(req),
             Ok(Ok(None)) => None,

@@ -137,6 +137,61 @@ async fn client(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<tonic::tra
     AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20)
 }
 
+/// A streaming request carrying `authorization` metadata when given.
+fn with_authorization<T>(stream: T, authorization: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(stream);
+    if let Some(value) = authorization {
+        let value = value.parse().expect("authorization is valid metadata");
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A [`StreamAuthenticator`](crate::StreamAuthenticator) over a fixed map of bearer tokens,
+/// for tests: `Bearer <token>` is valid when the map holds `<token>`.
+#[derive(Clone, Debug, Default)]
+pub struct MapAuthenticator {
+    tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::StreamIdentity>>>,
+}
+
+impl MapAuthenticator {
+    /// Accepts `Bearer <token>` as `identity` from now on.
+    pub fn insert(&self, token: &str, identity: crate::StreamIdentity) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_owned(), identity);
+    }
+
+    /// Stops accepting `token` (what revocation does to the real verifier).
+    pub fn remove(&self, token: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+}
+
+impl crate::StreamAuthenticator for MapAuthenticator {
+    fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<crate::StreamIdentity, tonic::Status> {
+        let Some(value) = authorization else {
+            return Err(tonic::Status::unauthenticated("missing node token"));
+        };
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| tonic::Status::unauthenticated("invalid node token"))?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+            .ok_or_else(|| tonic::Status::unauthenticated("invalid node token"))
+    }
+}
+
 fn node(id: &str) -> Node {
     Node {
         id: id.to_owned(),
@@ -151,22 +206,30 @@ impl SotwClient {
     /// Opens a `StreamAggregatedResources` stream. The node is attached to the
     /// first request sent (as Envoy's `set_node_on_first_message_only`).
     pub async fn connect(addr: SocketAddr, node_id: &str) -> SotwClient {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut c = client(addr).await;
-        let stream = UnboundedReceiverStream::new(rx);
-        // The call completes when response headers arrive; the server sends
-        // them as soon as its handler returns, before any request is read.
-        let rx = c
-            .stream_aggregated_resources(stream)
+        SotwClient::connect_with(addr, node_id, None)
             .await
             .expect("open sotw stream")
-            .into_inner();
-        SotwClient {
+    }
+
+    /// Opens a stream presenting `authorization` metadata (e.g. `Bearer mpt1…`); `Err` is
+    /// the status the server refused the stream with.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        node_id: &str,
+        authorization: Option<&str>,
+    ) -> Result<SotwClient, tonic::Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = client(addr).await;
+        let request = with_authorization(UnboundedReceiverStream::new(rx), authorization);
+        // The call completes when response headers arrive; the server sends
+        // them as soon as its handler returns, before any request is read.
+        let rx = c.stream_aggregated_resources(request).await?.into_inner();
+        Ok(SotwClient {
             node_id: node_id.to_owned(),
             node_sent: false,
             tx,
             rx,
-        }
+        })
     }
 
     /// Sends a raw request (node added if this is the stream's first).
@@ -264,19 +327,27 @@ impl SotwClient {
 impl DeltaClient {
     /// Opens a `DeltaAggregatedResources` stream.
     pub async fn connect(addr: SocketAddr, node_id: &str) -> DeltaClient {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut c = client(addr).await;
-        let rx = c
-            .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+        DeltaClient::connect_with(addr, node_id, None)
             .await
             .expect("open delta stream")
-            .into_inner();
-        DeltaClient {
+    }
+
+    /// Opens a stream presenting `authorization` metadata; `Err` is the refusal status.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        node_id: &str,
+        authorization: Option<&str>,
+    ) -> Result<DeltaClient, tonic::Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = client(addr).await;
+        let request = with_authorization(UnboundedReceiverStream::new(rx), authorization);
+        let rx = c.delta_aggregated_resources(request).await?.into_inner();
+        Ok(DeltaClient {
             node_id: node_id.to_owned(),
             node_sent: false,
             tx,
             rx,
-        }
+        })
     }
 
     /// Sends a raw request (node added if this is the stream's first).

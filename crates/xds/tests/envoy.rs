@@ -116,6 +116,20 @@ fn free_port() -> u16 {
 }
 
 fn start_envoy(api_type: &str, xds_port: u16) -> EnvoyProcess {
+    start_envoy_as(api_type, xds_port, NODE, None)
+}
+
+/// Envoy claiming `node`, sending `authorization` as the ADS stream's initial metadata (a
+/// static header here; the agent delivers it through an SDS file so it can be renewed).
+fn start_envoy_as(
+    api_type: &str,
+    xds_port: u16,
+    node: &str,
+    authorization: Option<&str>,
+) -> EnvoyProcess {
+    let metadata = authorization.map_or(String::new(), |v| {
+        format!(", initial_metadata: [ {{ key: authorization, value: \"{v}\" }} ]")
+    });
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
@@ -126,7 +140,7 @@ fn start_envoy(api_type: &str, xds_port: u16) -> EnvoyProcess {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let admin_path = dir.join("admin-address");
     let bootstrap = format!(
-        r#"node: {{ id: "{NODE}", cluster: demo/front }}
+        r#"node: {{ id: "{node}", cluster: demo/front }}
 admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
 dynamic_resources:
@@ -134,7 +148,7 @@ dynamic_resources:
     api_type: {api_type}
     transport_api_version: V3
     set_node_on_first_message_only: true
-    grpc_services: [ {{ envoy_grpc: {{ cluster_name: xds_cluster }} }} ]
+    grpc_services: [ {{ envoy_grpc: {{ cluster_name: xds_cluster }}{metadata} }} ]
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
@@ -374,4 +388,113 @@ async fn real_envoy_sotw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_envoy_delta() {
     drive_real_envoy("DELTA_GRPC").await;
+}
+
+/// Issue 12 with real Envoy: a node token in the ADS stream's metadata gets the node's
+/// config; the same token claiming another node gets nothing; revoking the token closes the
+/// stream, the reconnect is refused, and Envoy keeps serving on its last config without a
+/// single failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_envoy_with_a_node_token_and_its_revocation() {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use meshplane_xds::testing::MapAuthenticator;
+    use meshplane_xds::{NodeKey, StreamIdentity, XdsServerConfig};
+
+    init_tracing();
+    const OTHER: &str = "mesh/demo/virtualNode/other";
+    let cache = SnapshotCache::new();
+    let (port, other_port) = (free_port(), free_port());
+    cache.set(
+        key(),
+        Arc::new(config_for(
+            port,
+            direct_response_route("local_route", "mine"),
+        )),
+    );
+    cache.set(
+        NodeKey::parse(OTHER).unwrap(),
+        Arc::new(config_for(
+            other_port,
+            direct_response_route("local_route", "not yours"),
+        )),
+    );
+    let auth = MapAuthenticator::default();
+    auth.insert(
+        "tok-a",
+        StreamIdentity {
+            node: NODE.into(),
+            token_id: "tid-a".into(),
+            expires_at: SystemTime::now() + Duration::from_secs(3600),
+        },
+    );
+    let srv = TestServer::start_with_config(
+        Arc::new(cache.clone()),
+        XdsServerConfig {
+            authenticator: Some(Arc::new(auth.clone())),
+            ..XdsServerConfig::default()
+        },
+    )
+    .await;
+
+    let mut envoy = start_envoy_as("DELTA_GRPC", srv.addr.port(), NODE, Some("Bearer tok-a"));
+    // A's token claiming the other node: refused, never configured.
+    let mut thief = start_envoy_as("GRPC", srv.addr.port(), OTHER, Some("Bearer tok-a"));
+    wait_body(&mut envoy, port, "mine", Duration::from_secs(20)).await;
+    let st = wait_status(&srv.server, |p| p.stream.token_id.is_some()).await;
+    assert_eq!(st.stream.token_id.as_deref(), Some("tid-a"));
+    envoy
+        .wait_stat("control_plane.connected_state", 1, Duration::from_secs(5))
+        .await;
+
+    // Revocation: the verifier stops accepting the token, the live stream is closed.
+    auth.remove("tok-a");
+    assert_eq!(srv.server.close_streams_for_token("tid-a"), 1);
+    envoy
+        .wait_stat("control_plane.connected_state", 0, Duration::from_secs(5))
+        .await;
+    // Envoy retries (backoff starts under a second) and is refused every time, while its
+    // listener keeps answering from the last config: no failed request.
+    let probe_until = Instant::now() + Duration::from_secs(3);
+    let mut served = 0;
+    while Instant::now() < probe_until {
+        let r = tokio::task::spawn_blocking(move || http_get(port))
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Some((200, "mine".to_owned())),
+            "a request failed after revocation\n{}",
+            envoy.log_tail()
+        );
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (Each request takes about a second: Envoy delays closing a `Connection: close` reply.)
+    assert!(served >= 3, "{served}");
+    assert_eq!(envoy.stat("control_plane.connected_state"), Some(0));
+    assert!(
+        srv.server
+            .status()
+            .iter()
+            .all(|p| p.stream.token_id.is_none() && &*p.stream.node_id != NODE),
+        "a stream was accepted after revocation: {:#?}",
+        srv.server.status()
+    );
+
+    thief.assert_running();
+    assert_eq!(thief.stat("control_plane.connected_state"), Some(0));
+    let stolen = tokio::task::spawn_blocking(move || http_get(other_port))
+        .await
+        .unwrap();
+    assert_eq!(stolen, None, "the other node's listener must not exist");
+    assert!(
+        thief
+            .stat("listener_manager.total_listeners_active")
+            .unwrap_or(0)
+            == 0,
+        "{}",
+        thief.log_tail()
+    );
 }

@@ -6,6 +6,9 @@
 //! The contract: no panic; every stream answers well-formed responses and then ends,
 //! cleanly or with a gRPC status, within a bounded time; the server keeps serving a
 //! well-behaved proxy throughout; and every fuzzed stream is unregistered once gone.
+//! With an authenticator, random `authorization` metadata (absent, garbage, near-misses of the
+//! valid token, huge) never panics the server and only the valid token for `NODE` ever
+//! receives a response.
 //! Cases are bounded by default; `MESHPLANE_FUZZ_CASES=100000` runs longer.
 
 mod common;
@@ -23,6 +26,9 @@ use meshplane_xds::testing::{TestServer, resource_names};
 use meshplane_xds::{ResourceType, SnapshotCache};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use meshplane_xds::testing::{MapAuthenticator, SotwClient};
+use meshplane_xds::{StreamIdentity, XdsServerConfig};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 /// Cases unless `MESHPLANE_FUZZ_CASES` says otherwise.
@@ -202,7 +208,18 @@ enum End {
 }
 
 /// Runs `s` and returns how it ended and how many responses it carried.
-async fn run_script(channel: &Channel, s: &Script) -> Result<(End, usize), String> {
+async fn run_script(
+    channel: &Channel,
+    s: &Script,
+    authorization: Option<&AsciiMetadataValue>,
+) -> Result<(End, usize), String> {
+    fn with<T>(stream: T, authorization: Option<&AsciiMetadataValue>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(stream);
+        if let Some(v) = authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        request
+    }
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel.clone()).max_decoding_message_size(256 << 20);
     let mut responses = 0usize;
@@ -234,7 +251,7 @@ async fn run_script(channel: &Channel, s: &Script) -> Result<(End, usize), Strin
     if s.delta {
         let reqs: Vec<_> = s.requests.iter().map(delta_request).collect();
         match client
-            .delta_aggregated_resources(tokio_stream::iter(reqs))
+            .delta_aggregated_resources(with(tokio_stream::iter(reqs), authorization))
             .await
         {
             Ok(resp) => drain!(resp.into_inner()),
@@ -243,7 +260,7 @@ async fn run_script(channel: &Channel, s: &Script) -> Result<(End, usize), Strin
     } else {
         let reqs: Vec<_> = s.requests.iter().map(sotw_request).collect();
         match client
-            .stream_aggregated_resources(tokio_stream::iter(reqs))
+            .stream_aggregated_resources(with(tokio_stream::iter(reqs), authorization))
             .await
         {
             Ok(resp) => drain!(resp.into_inner()),
@@ -293,7 +310,7 @@ fn ads_request_sequences_never_panic_and_the_server_keeps_serving() {
     runner
         .run(&script(), |s| {
             let (end, responses) = rt
-                .block_on(run_script(&channel, &s))
+                .block_on(run_script(&channel, &s, None))
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{s:?}")))?;
             *ends.borrow_mut().entry(format!("{end:?}")).or_default() += 1;
             answered.set(answered.get() + u32::from(responses > 0));
@@ -316,6 +333,100 @@ fn ads_request_sequences_never_panic_and_the_server_keeps_serving() {
     );
     // Every stream is gone from the status registry once it ended (bounded poll).
     rt.block_on(async {
+        for _ in 0..500 {
+            if srv.server.status().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("streams left registered: {:#?}", srv.server.status());
+    });
+}
+
+/// The token the authenticated fuzz server accepts, for `NODE` only.
+const TOKEN: &str = "Bearer mpt1.valid";
+
+fn authorization() -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop_oneof![
+        1 => Just(None),
+        3 => Just(Some(TOKEN.as_bytes().to_vec())),
+        2 => proptest::sample::select(&[
+            "Bearer mpt1.valid ", "bearer mpt1.valid", "Bearer  mpt1.valid", "Bearer mpt1.vali",
+            "Bearer", "Bearer ", "mpt1.valid", "Basic bXB0MQ==", "Bearer mpt1.valid\t",
+        ][..]).prop_map(|s| Some(s.as_bytes().to_vec())),
+        2 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Some),
+        1 => "Bearer [ -~]{0,80}".prop_map(|s| Some(s.into_bytes())),
+        1 => (1usize..16_000).prop_map(|n| Some(format!("Bearer {}", "x".repeat(n)).into_bytes())),
+    ]
+}
+
+#[test]
+fn random_authorization_metadata_never_panics_and_only_the_valid_token_is_served() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = SnapshotCache::new();
+    cache.set(key(), snap(config(&["a", "b"], "one")));
+    let auth = MapAuthenticator::default();
+    auth.insert(
+        TOKEN.trim_start_matches("Bearer "),
+        StreamIdentity {
+            node: NODE.into(),
+            token_id: "fuzz".into(),
+            expires_at: std::time::SystemTime::now() + Duration::from_secs(3600),
+        },
+    );
+    let srv = rt.block_on(TestServer::start_with_config(
+        std::sync::Arc::new(cache.clone()),
+        XdsServerConfig {
+            authenticator: Some(std::sync::Arc::new(auth)),
+            ..XdsServerConfig::default()
+        },
+    ));
+    let channel = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", srv.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: cases() / 4,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let answered = std::cell::Cell::new(0u32);
+    runner
+        .run(&(script(), authorization()), |(s, raw)| {
+            // Values that cannot be HTTP header values never leave the client.
+            let value = raw
+                .as_deref()
+                .and_then(|b| AsciiMetadataValue::try_from(b).ok());
+            let (_, responses) = rt
+                .block_on(run_script(&channel, &s, value.as_ref()))
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{s:?}")))?;
+            if responses > 0 {
+                let first_node = s.requests.first().and_then(|r| r.node.as_deref());
+                prop_assert_eq!(value.as_ref().map(|v| v.as_bytes()), Some(TOKEN.as_bytes()));
+                prop_assert_eq!(first_node, Some(NODE));
+                answered.set(answered.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        answered.get() > 0,
+        "no fuzzed stream with the valid token was served"
+    );
+    rt.block_on(async {
+        let mut c = SotwClient::connect_with(srv.addr, NODE, Some(TOKEN))
+            .await
+            .unwrap();
+        c.subscribe(ResourceType::Cluster, &[], "");
+        assert_eq!(resource_names(&c.recv().await), ["a", "b"]);
+        drop(c);
         for _ in 0..500 {
             if srv.server.status().is_empty() {
                 return;
