@@ -11,6 +11,7 @@
 //! (`meshplane-cli`); those talk to it only over the wire.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod data_dir;
 pub mod envoy_json;
 pub mod listener;

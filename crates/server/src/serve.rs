@@ -58,6 +58,16 @@ pub struct ServeArgs {
     /// missing, empty or another store's file (its data is then gone); rewrites the marker.
     #[arg(long, env = "MESHPLANE_ALLOW_EMPTY_STORE")]
     pub allow_empty_store: bool,
+    /// API authentication: `sigv4` (every API request signed with a meshplane access key;
+    /// the first start writes an administrator key to `<data-dir>/credentials`) or `none`
+    /// (anyone who reaches the ports can read and change the mesh; logged at every start).
+    #[arg(long, env = "MESHPLANE_AUTH", value_enum, default_value = "sigv4")]
+    pub auth: crate::auth::AuthMode,
+    /// The longest time-to-live a node token may be minted with, and the default
+    /// (`30m`, `24h`, `7d`).
+    #[arg(long, env = "MESHPLANE_NODE_TOKEN_TTL", default_value = "24h",
+          value_parser = crate::auth::parse_ttl)]
+    pub node_token_ttl: std::time::Duration,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `meshplane_rest=debug`.
     #[arg(long, env = "MESHPLANE_LOG", default_value = "info")]
     pub log: String,
@@ -191,6 +201,12 @@ async fn serve(
     let sqlite = crate::data_dir::open_store(&args.data_dir, args.allow_empty_store)?;
     tracing::info!(path = %sqlite.path().display(), store = %format!("{:016x}", sqlite.store_id()), "store opened");
     let store: Arc<dyn Store> = Arc::new(sqlite);
+    // The data directory's key, in every --auth mode: it seals secrets at rest.
+    let seal = crate::auth::key_file::load_or_create(&args.data_dir, store.as_ref()).await?;
+    let token_key = seal.token_key();
+    let access_keys = crate::auth::AccessKeys::load(store.clone(), Arc::new(seal))
+        .await
+        .context("loading access keys")?;
 
     let mut registry = Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut registry));
@@ -209,6 +225,14 @@ async fn serve(
     let reconciler = Reconciler::new(store.clone(), cache, TranslateOptions::default());
     let state = reconciler.state();
 
+    let auth = crate::auth::AuthState::new(
+        access_keys.clone(),
+        token_key,
+        meshplane_policy::operation::Scope::new(&args.partition, &args.region, &args.account_id),
+        args.auth,
+        args.node_token_ttl,
+        api_config.max_body_bytes,
+    );
     let service = MeshService::new(store.clone(), api_config).with_status_extension(Arc::new(
         ProxyStatusExtension {
             server: xds.clone(),
@@ -245,7 +269,17 @@ async fn serve(
                 .route("/meshplane/v1/proxy-status", get(proxy_status))
                 .route("/meshplane/v1/proxy-config", get(proxy_config))
                 .with_state(ops),
-        );
+        )
+        .merge(crate::auth::endpoints::router(auth.clone()));
+    // Every route above, including the fallbacks, is behind the layer (it lets /healthz,
+    // /readyz and /metrics through).
+    let app = match args.auth {
+        crate::auth::AuthMode::Sigv4 => app.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::auth::require_sigv4,
+        )),
+        crate::auth::AuthMode::None => app,
+    };
 
     let api = crate::listener::bind(args.api_listen)
         .with_context(|| format!("binding API listener {}", args.api_listen))?;
@@ -266,6 +300,26 @@ async fn serve(
         let _ = stop_tx.send(true);
     });
 
+    let keys_task = tokio::spawn(access_keys.clone().run_watch());
+    let token_prune_task = tokio::spawn(prune_node_tokens(access_keys.clone()));
+    // The revocation feed (`crate::auth::run_revocation_feed`) closes live xDS streams of
+    // revoked tokens once the xDS server authenticates streams.
+    match args.auth {
+        crate::auth::AuthMode::Sigv4 => {
+            crate::auth::bootstrap::ensure_admin(&args.data_dir, &access_keys).await?;
+            crate::auth::bootstrap::write_config(
+                &args.data_dir,
+                &args.region,
+                "http",
+                api_addr,
+                None,
+            )?;
+        }
+        crate::auth::AuthMode::None => tracing::warn!(
+            "authentication is off (--auth none): anyone who can reach {api_addr} and {xds_addr} can read and change the mesh"
+        ),
+    }
+
     let reconcile_task = tokio::spawn(reconciler.run());
     let prune_task = tokio::spawn(prune_client_tokens(service.clone()));
     xds.add_observer(xds_metrics);
@@ -278,11 +332,19 @@ async fn serve(
     announce(&format!("listening api http://{api_addr}"));
     announce(&format!("listening xds {xds_addr}"));
     tracing::info!(api = %api_addr, xds = %xds_addr, "meshplane serving");
+    if args.auth == crate::auth::AuthMode::Sigv4 {
+        tracing::info!(
+            "API authentication is on; call it with: {}",
+            crate::auth::bootstrap::usage_line(&args.data_dir)
+        );
+    }
 
     crate::listener::serve_api(api, app, args.api_limits.clone(), fd_limit, stopped()).await;
     xds.close_streams();
     reconcile_task.abort();
     prune_task.abort();
+    keys_task.abort();
+    token_prune_task.abort();
     sweeper_task.abort();
     match xds_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "xds server ended with an error"),
@@ -303,6 +365,19 @@ async fn prune_client_tokens(service: MeshService) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired clientToken records pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning clientToken records failed"),
+        }
+    }
+}
+
+/// Deletes node-token and revocation records of expired tokens every 10 minutes.
+async fn prune_node_tokens(keys: crate::auth::AccessKeys) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match keys.prune_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired node token records pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning node token records failed"),
         }
     }
 }
