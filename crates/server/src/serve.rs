@@ -61,7 +61,13 @@ pub struct ServeArgs {
     /// API authentication: `sigv4` (every API request signed with a meshplane access key;
     /// the first start writes an administrator key to `<data-dir>/credentials`) or `none`
     /// (anyone who reaches the ports can read and change the mesh; logged at every start).
-    #[arg(long, env = "MESHPLANE_AUTH", value_enum, default_value = "sigv4")]
+    #[arg(
+        long,
+        env = "MESHPLANE_AUTH",
+        value_enum,
+        default_value = "sigv4",
+        overrides_with = "auth"
+    )]
     pub auth: crate::auth::AuthMode,
     /// The longest time-to-live a node token may be minted with, and the default
     /// (`30m`, `24h`, `7d`).

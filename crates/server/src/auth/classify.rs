@@ -385,6 +385,7 @@ mod tests {
     #[test]
     fn maps_requests_to_actions_and_arns() {
         const A: &str = "arn:aws:appmesh:us-east-1:000000000000:";
+        let tag_query = format!("resourceArn={A}mesh/dev");
         let cases: Vec<(&str, &str, &str, Option<&str>, &str, &str, String, bool)> = vec![
             (
                 "GET",
@@ -459,7 +460,7 @@ mod tests {
             (
                 "PUT",
                 "/v20190125/tag",
-                &format!("resourceArn={A}mesh/dev"),
+                &tag_query,
                 None,
                 "{}",
                 "appmesh:TagResource",
