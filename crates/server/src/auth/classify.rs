@@ -386,7 +386,18 @@ mod tests {
     fn maps_requests_to_actions_and_arns() {
         const A: &str = "arn:aws:appmesh:us-east-1:000000000000:";
         let tag_query = format!("resourceArn={A}mesh/dev");
-        let cases: Vec<(&str, &str, &str, Option<&str>, &str, &str, String, bool)> = vec![
+        // (method, path, query, x-amz-target, body, action, resource, mutating)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            String,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "GET",
                 "/v20190125/meshes",

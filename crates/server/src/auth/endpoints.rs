@@ -65,18 +65,20 @@ impl IntoResponse for KeyError {
 }
 
 /// The JSON object of a body, or a BadRequest naming what is wrong.
-fn object(body: &[u8]) -> Result<Value, Response> {
+fn object(body: &[u8]) -> Result<Value, Box<Response>> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(bad_request("request body must be a JSON object")),
-        Err(e) => Err(bad_request(&format!("malformed JSON request body: {e}"))),
+        Ok(_) => Err(Box::new(bad_request("request body must be a JSON object"))),
+        Err(e) => Err(Box::new(bad_request(&format!(
+            "malformed JSON request body: {e}"
+        )))),
     }
 }
 
 async fn create(State(st): State<AuthState>, body: axum::body::Bytes) -> Response {
     let v = match object(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(name) = v.get("name").and_then(Value::as_str) else {
         return bad_request("name: required string member is missing");
@@ -136,7 +138,7 @@ async fn rotate(
     } else {
         let v = match object(&body) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         match v.get("graceSeconds") {
             None => 0,
@@ -162,7 +164,7 @@ async fn mint(
     };
     let v = match object(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let node = match token_node(&v) {
         Ok(n) => n,

@@ -161,7 +161,7 @@ pub async fn require_sigv4(State(st): State<AuthState>, req: Request, next: Next
             c.service
         ))
     } else if verified.region != st.scope().region {
-        Some(format!("Credential should be scoped to a valid region. ",))
+        Some("Credential should be scoped to a valid region. ".to_owned())
     } else {
         None
     };
