@@ -738,15 +738,26 @@ async fn concurrent_creates_of_one_name_have_one_winner() {
                 Some(json!({"name": "race", "policy": ADMIN_POLICY})),
             )
             .signed(&api.admin);
-            tokio::spawn(async move { app.oneshot(req).await.unwrap().status() })
+            tokio::spawn(async move {
+                let r = app.oneshot(req).await.unwrap();
+                let status = r.status();
+                let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            })
         })
         .collect();
     let mut statuses = Vec::new();
     for t in tasks {
-        statuses.push(t.await.unwrap().as_u16());
+        let (status, body) = t.await.unwrap();
+        statuses.push((status.as_u16(), body));
     }
-    statuses.sort_unstable();
-    assert_eq!(statuses, [200, 409, 409, 409, 409, 409, 409, 409]);
+    statuses.sort();
+    let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
+    assert_eq!(
+        codes,
+        [200, 409, 409, 409, 409, 409, 409, 409],
+        "{statuses:?}"
+    );
     assert_eq!(api.auth.keys().list().len(), 2);
 }
 

@@ -361,10 +361,12 @@ impl AccessKeys {
         self.view.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits (bounded) until the view reflects `revision`.
-    async fn caught_up(&self, revision: Revision) {
+    /// Waits (bounded) until the view shows a local write: `revision` alone is not enough,
+    /// since the events of one transaction arrive one by one with the same revision.
+    async fn caught_up(&self, revision: Revision, shows: impl Fn(&View) -> bool) {
         let mut rx = self.revision_tx.subscribe();
-        let _ = tokio::time::timeout(CATCH_UP, rx.wait_for(|r| *r >= revision)).await;
+        let wait = rx.wait_for(|r| *r >= revision && shows(&self.read()));
+        let _ = tokio::time::timeout(CATCH_UP, wait).await;
     }
 
     /// The key with this id.
@@ -458,7 +460,7 @@ impl AccessKeys {
             .await?;
         match outcome {
             TxnOutcome::Committed { revision } => {
-                self.caught_up(revision).await;
+                self.caught_up(revision, |v| v.keys.contains_key(&id)).await;
                 Ok(Issued {
                     id,
                     name: name.to_owned(),
@@ -548,7 +550,8 @@ impl AccessKeys {
                 })
                 .await?;
             if let TxnOutcome::Committed { revision } = outcome {
-                self.caught_up(revision).await;
+                self.caught_up(revision, |v| !v.keys.contains_key(&id))
+                    .await;
                 return Ok((id, name.to_owned()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -599,7 +602,10 @@ impl AccessKeys {
                 })
                 .await?;
             if let TxnOutcome::Committed { revision } = outcome {
-                self.caught_up(revision).await;
+                self.caught_up(revision, |v| {
+                    v.keys.get(&id).is_some_and(|k| k.secret == secret)
+                })
+                .await;
                 return Ok(Issued {
                     id,
                     name: name.to_owned(),
@@ -672,7 +678,8 @@ impl AccessKeys {
             })
             .await?;
         if let TxnOutcome::Committed { revision } = outcome {
-            self.caught_up(revision).await;
+            self.caught_up(revision, |v| v.revoked.contains_key(tid))
+                .await;
         }
         Ok(t.expires_at)
     }
