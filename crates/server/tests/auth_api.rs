@@ -322,6 +322,15 @@ async fn refuses_bad_signatures_with_aws_exception_names() {
     assert_eq!(r.status, 403);
     assert_eq!(r.body["__type"], "MissingAuthenticationTokenException");
 
+    // A body over the API's limit is refused before anything else.
+    let mut big = Call::new("PUT", "/v20190125/meshes", None);
+    big.body = vec![b' '; (1 << 20) + 1];
+    let r = api.send(big.unsigned()).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_type.as_deref()),
+        (400, Some("BadRequestException"))
+    );
+
     // Probes pass without a signature.
     let health = Call::new("GET", "/healthz", None);
     assert_eq!(api.send(health.unsigned()).await.status, 200);
@@ -836,6 +845,16 @@ async fn node_tokens_are_minted_verified_and_revoked() {
         .await;
     let verifier = api.auth.node_token_verifier();
     let mut feed = api.auth.keys().revocations();
+    // What the xDS server's close_streams_for_token would be called with.
+    let closed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = closed.clone();
+    tokio::spawn(meshplane_server::auth::run_revocation_feed(
+        api.auth.keys().clone(),
+        Arc::new(move |tid: &str| {
+            sink.lock().unwrap().push(tid.to_owned());
+            1
+        }),
+    ));
 
     let r = api
         .call(

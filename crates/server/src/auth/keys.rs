@@ -400,6 +400,11 @@ impl AccessKeys {
         self.read().revoked.contains_key(tid)
     }
 
+    /// Every revoked token id not yet pruned.
+    pub fn revoked_ids(&self) -> Vec<String> {
+        self.read().revoked.keys().cloned().collect()
+    }
+
     /// Token ids as they are revoked (explicitly, or because their access key was deleted),
     /// as seen through the store watch: the feed that closes live xDS streams.
     pub fn revocations(&self) -> broadcast::Receiver<String> {

@@ -108,38 +108,34 @@ pub async fn require_sigv4(State(st): State<AuthState>, req: Request, next: Next
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let c = classify(
-        st.scope(),
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query().unwrap_or(""),
-        &parts.headers,
-        &[],
-    );
     let max = st.inner.max_body;
+    let classified = |body: &[u8]| {
+        classify(
+            st.scope(),
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query().unwrap_or(""),
+            &parts.headers,
+            body,
+        )
+    };
     let bytes = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(_) => {
-            let name = match c.protocol {
+            let protocol = classified(&[]).protocol;
+            let name = match protocol {
                 Protocol::RestJson => "BadRequestException",
                 Protocol::Json11 => "InvalidInput",
             };
             return error_response(
-                c.protocol,
+                protocol,
                 StatusCode::BAD_REQUEST,
                 name,
                 &format!("request body is larger than {max} bytes"),
             );
         }
     };
-    let c = classify(
-        st.scope(),
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query().unwrap_or(""),
-        &parts.headers,
-        &bytes,
-    );
+    let c = classified(&bytes);
     let verified = match verify(&st, &parts, &bytes) {
         Ok(v) => v,
         Err(e) => {
