@@ -56,14 +56,20 @@ fn aws_cli_and_boto3_with_the_generated_credentials() {
     );
     assert_eq!(ini(&config, "profile meshplane", "region"), "us-east-1");
     let secret = ini(&creds, "meshplane", "aws_secret_access_key");
-    let log = server.log_text();
-    assert!(
-        log.contains(&format!(
-            "AWS_SHARED_CREDENTIALS_FILE={}/credentials AWS_CONFIG_FILE=",
-            data.display()
-        )) && log.contains("AWS_PROFILE=meshplane aws appmesh list-meshes"),
-        "usage line missing:\n{log}"
+    // The usage line follows the `listening` lines on stdout, so it may take a moment.
+    let usage = format!(
+        "AWS_SHARED_CREDENTIALS_FILE={0}/credentials AWS_CONFIG_FILE={0}/config AWS_PROFILE=meshplane aws appmesh list-meshes",
+        data.display()
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log_text().contains(&usage) {
+        assert!(
+            Instant::now() < deadline,
+            "usage line missing:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let script = workspace_root().join("crates/compat/scripts/auth_compat.py");
     let started = Instant::now();
