@@ -577,6 +577,28 @@ async fn policies_scope_keys_to_meshes_and_actions() {
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.body["__type"], "AccessDeniedException");
+    // A Cloud Map target header on an App Mesh call does not make it a Cloud Map call.
+    for service in ["appmesh", "servicediscovery"] {
+        let mut smuggled = Call::new("PUT", "/v20190125/meshes", Some(json!({"meshName": "x"})));
+        smuggled.service = service;
+        smuggled.headers = vec![(
+            "x-amz-target",
+            "Route53AutoNaming_v20170314.ListNamespaces".to_owned(),
+        )];
+        let r = api.send(smuggled.signed(&cm)).await;
+        assert_eq!(r.status, 403, "{service}: {}", r.body);
+    }
+    // A parameter given twice cannot pick one for the policy and another for the handler.
+    let dev_arn = "arn%3Aaws%3Aappmesh%3Aus-east-1%3A000000000000%3Amesh%2Fdev";
+    let prod_arn = "arn%3Aaws%3Aappmesh%3Aus-east-1%3A000000000000%3Amesh%2Fprod";
+    let twice = format!("/v20190125/tag?resourceArn={dev_arn}&resourceArn={prod_arn}");
+    let tags = json!({"tags": [{"key": "k", "value": "v"}]});
+    assert_refused(
+        &api.call(&dev, "PUT", &twice, Some(tags.clone())).await,
+        "AccessDeniedException",
+    );
+    let once = format!("/v20190125/tag?resourceArn={dev_arn}");
+    assert_eq!(api.call(&dev, "PUT", &once, Some(tags)).await.status, 200);
 }
 
 #[tokio::test]

@@ -42,12 +42,29 @@ fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-fn query_value(query: &str, name: &str) -> Option<String> {
-    query
+/// The value of query parameter `name`, decoded as the handler decodes it (`form`: `+` is a
+/// space, as axum's `Query` reads it; else only percent-decoding, as the App Mesh router
+/// reads it). A parameter given twice is an error: handlers differ in which one they take,
+/// and authorising one while the handler acts on the other would bypass the policy.
+fn query_value(query: &str, name: &str, form: bool) -> Result<Option<String>, ()> {
+    let decode = |s: &str| {
+        if form {
+            decode(&s.replace('+', " "))
+        } else {
+            decode(s)
+        }
+    };
+    let mut found = query
         .split('&')
-        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
-        .find(|(k, _)| decode(k) == name)
-        .map(|(_, v)| decode(v))
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .filter(|(k, _)| decode(k) == name)
+        .map(|(_, v)| decode(v));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(());
+    }
+    Ok(first)
 }
 
 fn unknown(protocol: Protocol, service: &'static str, prefix: &str) -> Classified {
@@ -69,8 +86,13 @@ pub fn classify(
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Classified {
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-    if let Some(op) = target.and_then(|t| t.strip_prefix(CLOUD_MAP_TARGET)) {
+    // Only `POST /` reaches the Cloud Map router; an `X-Amz-Target` elsewhere must not
+    // make an App Mesh call look like a Cloud Map one.
+    if method == http::Method::POST && path == "/" {
+        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+        let Some(op) = target.and_then(|t| t.strip_prefix(CLOUD_MAP_TARGET)) else {
+            return unknown(Protocol::Json11, "servicediscovery", "servicediscovery");
+        };
         let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         return match operation::cloud_map(scope, op, &input) {
             Ok(a) => Classified {
@@ -94,9 +116,6 @@ pub fn classify(
             Err(_) => unknown(Protocol::Json11, "servicediscovery", "servicediscovery"),
         };
     }
-    if method == http::Method::POST && path == "/" && target.is_some() {
-        return unknown(Protocol::Json11, "servicediscovery", "servicediscovery");
-    }
     if let Some(rest) = path.strip_prefix("/meshplane/v1/") {
         return meshplane(scope, method, rest, query, body);
     }
@@ -116,7 +135,9 @@ fn app_mesh(
     use ResourceKind as K;
     let segs: Vec<String> = rest.split('/').map(decode).collect();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let owner = query_value(query, "meshOwner");
+    let Ok(owner) = query_value(query, "meshOwner", false) else {
+        return unknown(Protocol::RestJson, "appmesh", "appmesh");
+    };
     let scope = scope.for_owner(owner.as_deref());
     let done = |op: &str, target: Option<&ResourceId>| -> Classified {
         match operation::app_mesh(&scope, op, target) {
@@ -138,7 +159,10 @@ fn app_mesh(
             "tag" => "TagResource",
             _ => "UntagResource",
         };
-        let arn = query_value(query, "resourceArn").unwrap_or_default();
+        let Ok(arn) = query_value(query, "resourceArn", false) else {
+            return unknown(Protocol::RestJson, "appmesh", "appmesh");
+        };
+        let arn = arn.unwrap_or_default();
         let resources = match Arn::parse_candidates(&arn) {
             Ok(c) if !c.is_empty() => c
                 .iter()
@@ -348,7 +372,10 @@ fn meshplane(
         ),
         ("GET", ["proxy-status"]) => c("GetProxyStatus", "*".into(), false),
         ("GET", ["proxy-config"]) => {
-            let node = query_value(query, "node").unwrap_or_default();
+            let Ok(node) = query_value(query, "node", true) else {
+                return unknown(Protocol::RestJson, "appmesh", "meshplane");
+            };
+            let node = node.unwrap_or_default();
             let resource = match NodeId::parse(&node) {
                 Ok(n) => operation::stream_aggregated_resources(scope, &n).resource,
                 Err(_) => "*".to_owned(),
