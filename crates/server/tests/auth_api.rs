@@ -1075,3 +1075,20 @@ mod fuzz {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deletes_never_remove_the_last_administrator() {
+    for _ in 0..5 {
+        let api = api().await;
+        let keys = api.auth.keys().clone();
+        keys.create("admin2", ADMIN_POLICY).await.unwrap();
+        let (a, b) = (keys.clone(), keys.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.delete("admin").await }),
+            tokio::spawn(async move { b.delete("admin2").await })
+        );
+        let oks = [ra.unwrap().is_ok(), rb.unwrap().is_ok()];
+        assert_eq!(oks.iter().filter(|o| **o).count(), 1, "{oks:?}");
+        assert_eq!(keys.list().len(), 1);
+    }
+}

@@ -494,17 +494,21 @@ impl AccessKeys {
             };
             // Lock-out check over the stored keys (not the view, which may lag).
             let all = self.store.list(ACCESS_KEY_PREFIX, None, 0).await?;
-            let admins_left = all
+            let admins_left: Vec<Precondition> = all
                 .items
                 .iter()
                 .filter(|kv| kv.key != record_key)
-                .filter_map(|kv| serde_json::from_slice::<AccessKeyRecord>(&kv.value).ok())
-                .filter(|r| may_create_keys(&r.policy))
-                .count();
+                .filter(|kv| {
+                    serde_json::from_slice::<AccessKeyRecord>(&kv.value)
+                        .is_ok_and(|r| may_create_keys(&r.policy))
+                })
+                .map(|kv| Precondition::ModRevision(kv.key.clone(), kv.mod_revision))
+                .collect();
             let this_policy = serde_json::from_slice::<AccessKeyRecord>(&record.value)
                 .map(|r| r.policy)
                 .unwrap_or_default();
-            if may_create_keys(&this_policy) && admins_left == 0 {
+            let this_is_admin = may_create_keys(&this_policy);
+            if this_is_admin && admins_left.is_empty() {
                 return Err(KeyError::Conflict(format!(
                     "{name} is the last access key allowed to perform meshplane:CreateAccessKey on *; \
                      create another one before deleting it"
@@ -546,11 +550,13 @@ impl AccessKeys {
                             NODE_TOKEN_PREFIX.to_owned(),
                             tokens.revision,
                         ),
-                        Precondition::PrefixUnchangedSince(
-                            ACCESS_KEY_PREFIX.to_owned(),
-                            all.revision,
-                        ),
-                    ],
+                    ]
+                    .into_iter()
+                    // The keys that justify deleting an administrator must still be there:
+                    // two concurrent deletes of the last two cannot both commit
+                    // (`PrefixUnchangedSince` does not see deletions).
+                    .chain(admins_left.into_iter().filter(|_| this_is_admin))
+                    .collect(),
                     ops,
                 })
                 .await?;
