@@ -321,7 +321,12 @@ impl AccessKeys {
                     view.keys.insert(id.to_owned(), k);
                 }
                 Err(e) => {
-                    tracing::error!(key, error = %e, "access key record unusable; the key is ignored")
+                    // Fail closed: an unreadable new version must not leave the old secret
+                    // or policy in force.
+                    if let Some(old) = view.keys.remove(id) {
+                        view.by_name.remove(&old.name);
+                    }
+                    tracing::error!(key, error = %e, "access key record unusable; the key is ignored");
                 }
             }
         } else if let Some(tid) = key.strip_prefix(REVOKED_PREFIX) {
