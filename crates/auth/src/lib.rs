@@ -11,9 +11,12 @@
 //! [`seal`] seals secrets at rest (access key secrets, the CA's private key) under the data
 //! directory's key file.
 //!
+//! [`token`] mints and verifies the node-bound tokens an Envoy presents on its ADS stream.
+//!
 //! Architecture Invariant: no I/O (beyond the system CSPRNG), no async, no clock reads. The caller passes the request
 //! view, the payload (or its hash), the current time and a [`sigv4::SecretLookup`].
 #![forbid(unsafe_code)]
 
 pub mod seal;
 pub mod sigv4;
+pub mod token;

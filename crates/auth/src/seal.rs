@@ -23,6 +23,9 @@ pub struct SealKey {
     /// SHA-256 of the key bytes, first 8 bytes in hex: names the key without revealing it,
     /// so a store can record which key sealed it and a wrong key file is reported as such.
     fingerprint: String,
+    /// HMAC-SHA256(key bytes, "meshplane node token v1"): the node token key, derived once
+    /// here so the raw key bytes need not be kept.
+    token_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SealKey {
@@ -63,12 +66,19 @@ impl SealKey {
         SealKey {
             key: LessSafeKey::new(unbound),
             fingerprint: crate::sigv4::hex_lower(&digest.as_ref()[..8]),
+            token_key: crate::sigv4::crypto::hmac_sha256(bytes, crate::token::KEY_LABEL),
         }
     }
 
     /// 16 hex digits naming this key (a prefix of the SHA-256 of its bytes).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The key node tokens are signed with (`k_tok` of [`crate::token`]): a separate key
+    /// derived from this one, so a token MAC never uses the sealing key itself.
+    pub fn token_key(&self) -> crate::token::TokenKey {
+        crate::token::TokenKey::from_bytes(self.token_key)
     }
 
     /// Seals `plaintext`, bound to `context` (which must be given again to open it).

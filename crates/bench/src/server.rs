@@ -67,6 +67,7 @@ impl ServerProcess {
             .args(["--api-listen", &self.api.to_string()])
             .args(["--xds-listen", &self.xds.to_string()])
             .args(["--log", &self.log])
+            .args(["--auth", "none"])
             .args(["--quota-virtual-nodes", big])
             .args(["--quota-virtual-services", big])
             .args(["--quota-virtual-routers", big])

@@ -185,6 +185,9 @@ impl Server {
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
             .args(["--log", "info"])
+            // The suite predates API authentication; tests that want it pass `--auth sigv4`
+            // (a later `--auth` wins).
+            .args(["--auth", "none"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

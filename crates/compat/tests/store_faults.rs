@@ -84,6 +84,7 @@ fn refused_start(data_dir: &Path) -> String {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
+        .args(["--auth", "none"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))

@@ -27,6 +27,7 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(data.path())
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
+            .args(["--auth", "none"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

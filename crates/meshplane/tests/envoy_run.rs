@@ -263,6 +263,7 @@ impl Serve {
             .args(["serve", "--data-dir"])
             .arg(dir.join("data"))
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
+            .args(["--auth", "none"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

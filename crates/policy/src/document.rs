@@ -2,8 +2,10 @@
 
 use serde_json::{Map, Value};
 
-/// The service prefixes a meshplane policy can name in `Action` / `NotAction`.
-pub const SERVICES: [&str; 2] = ["appmesh", "servicediscovery"];
+/// The service prefixes a meshplane policy can name in `Action` / `NotAction`: App Mesh,
+/// Cloud Map, and meshplane's own endpoints (`meshplane:CreateAccessKey`,
+/// `meshplane:RevokeNodeToken`, `meshplane:GetProxyStatus`, ...).
+pub const SERVICES: [&str; 3] = ["appmesh", "servicediscovery", "meshplane"];
 
 /// A parsed identity policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,7 +353,7 @@ fn check_action(v: &str, at: &str, p: &mut Problems) {
         p.add(
             at,
             format!(
-                "unknown service prefix {service:?} (meshplane serves appmesh and servicediscovery)"
+                "unknown service prefix {service:?} (meshplane serves appmesh, servicediscovery and meshplane)"
             ),
         );
     }

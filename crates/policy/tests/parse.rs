@@ -50,7 +50,7 @@ fn all_problems_at_once() {
         "Statement[0].NotResource: a statement has either Resource or NotResource, not both",
         "Statement[1]: must be an object, got a string",
         "Statement[2].Sid: must hold only ASCII letters and digits, got \"bad sid\"",
-        "Statement[2].Action: unknown service prefix \"ec2\" (meshplane serves appmesh and servicediscovery)",
+        "Statement[2].Action: unknown service prefix \"ec2\" (meshplane serves appmesh, servicediscovery and meshplane)",
         "Statement[2].Resource: must be \"*\" or an ARN (arn:<partition>:<service>:<region>:<account>:<resource>), got \"mesh/dev\"",
         "Statement[3].Action: required element is missing (or give NotAction)",
         "Statement[3].Resource: must hold at least one entry",

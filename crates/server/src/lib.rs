@@ -11,7 +11,7 @@
 //! (`meshplane-cli`); those talk to it only over the wire.
 #![forbid(unsafe_code)]
 
-pub mod auth_key_tmp;
+pub mod auth;
 pub mod ca;
 pub mod data_dir;
 pub mod envoy_json;

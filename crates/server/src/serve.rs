@@ -59,6 +59,22 @@ pub struct ServeArgs {
     /// missing, empty or another store's file (its data is then gone); rewrites the marker.
     #[arg(long, env = "MESHPLANE_ALLOW_EMPTY_STORE")]
     pub allow_empty_store: bool,
+    /// API authentication: `sigv4` (every API request signed with a meshplane access key;
+    /// the first start writes an administrator key to `<data-dir>/credentials`) or `none`
+    /// (anyone who reaches the ports can read and change the mesh; logged at every start).
+    #[arg(
+        long,
+        env = "MESHPLANE_AUTH",
+        value_enum,
+        default_value = "sigv4",
+        overrides_with = "auth"
+    )]
+    pub auth: crate::auth::AuthMode,
+    /// The longest time-to-live a node token may be minted with, and the default
+    /// (`30m`, `24h`, `7d`).
+    #[arg(long, env = "MESHPLANE_NODE_TOKEN_TTL", default_value = "24h",
+          value_parser = crate::auth::parse_ttl)]
+    pub node_token_ttl: std::time::Duration,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `meshplane_rest=debug`.
     #[arg(long, env = "MESHPLANE_LOG", default_value = "info")]
     pub log: String,
@@ -194,6 +210,13 @@ async fn serve(
     let sqlite = crate::data_dir::open_store(&args.data_dir, args.allow_empty_store)?;
     tracing::info!(path = %sqlite.path().display(), store = %format!("{:016x}", sqlite.store_id()), "store opened");
     let store: Arc<dyn Store> = Arc::new(sqlite);
+    // The data directory's key, in every --auth mode: it seals secrets at rest.
+    let seal = crate::auth::key_file::load_or_create(&args.data_dir, store.as_ref()).await?;
+    let token_key = seal.token_key();
+    let seal = Arc::new(seal);
+    let access_keys = crate::auth::AccessKeys::load(store.clone(), seal.clone())
+        .await
+        .context("loading access keys")?;
 
     let mut registry = Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut registry));
@@ -209,9 +232,6 @@ async fn serve(
 
     // TLS on both ports, decided once for both (see `crate::tls`).
     let tls = if args.tls.enabled(&[api_addr, xds_addr]) {
-        // TEMPORARY until merge: the lead replaces this with helper A's
-        // `crate::auth::key_file::load_or_create(&args.data_dir, &*store)`.
-        let seal = crate::auth_key_tmp::load_or_create(&args.data_dir)?;
         let tls = crate::tls::server_tls(
             &args.tls,
             &[api_addr, xds_addr],
@@ -235,19 +255,35 @@ async fn serve(
         None
     };
 
-    // xDS: the reconciler fills the snapshot cache; the server streams it to Envoy.
+    // xDS: the reconciler fills the snapshot cache; the server streams it to Envoy. With
+    // authentication on, every ADS stream presents a node token and is pinned to its node.
+    let authenticator: Option<Arc<dyn meshplane_xds::StreamAuthenticator>> = match args.auth {
+        crate::auth::AuthMode::Sigv4 => Some(Arc::new(NodeTokens(
+            crate::auth::NodeTokenVerifier::new(token_key.clone(), access_keys.clone()),
+        ))),
+        crate::auth::AuthMode::None => None,
+    };
     let cache = SnapshotCache::new();
     let xds = XdsServer::with_config(
         Arc::new(cache.clone()),
         XdsServerConfig {
             max_connections: args.xds_max_connections as usize,
             tls: tls.as_ref().map(|t| t.xds.clone()),
+            authenticator,
             ..XdsServerConfig::default()
         },
     );
     let reconciler = Reconciler::new(store.clone(), cache, TranslateOptions::default());
     let state = reconciler.state();
 
+    let auth = crate::auth::AuthState::new(
+        access_keys.clone(),
+        token_key,
+        meshplane_policy::operation::Scope::new(&args.partition, &args.region, &args.account_id),
+        args.auth,
+        args.node_token_ttl,
+        api_config.max_body_bytes,
+    );
     let service = MeshService::new(store.clone(), api_config).with_status_extension(Arc::new(
         ProxyStatusExtension {
             server: xds.clone(),
@@ -284,7 +320,17 @@ async fn serve(
                 .route("/meshplane/v1/proxy-status", get(proxy_status))
                 .route("/meshplane/v1/proxy-config", get(proxy_config))
                 .with_state(ops),
-        );
+        )
+        .merge(crate::auth::endpoints::router(auth.clone()));
+    // Every route above, including the fallbacks, is behind the layer (it lets /healthz,
+    // /readyz and /metrics through).
+    let app = match args.auth {
+        crate::auth::AuthMode::Sigv4 => app.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::auth::require_sigv4,
+        )),
+        crate::auth::AuthMode::None => app,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -297,6 +343,33 @@ async fn serve(
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+
+    let keys_task = tokio::spawn(access_keys.clone().run_watch());
+    let token_prune_task = tokio::spawn(prune_node_tokens(access_keys.clone()));
+    // The revocation feed closes the live xDS streams of revoked tokens (explicitly, or
+    // by the deletion of the access key that minted them); Envoy keeps its last config.
+    let revocation_task = tokio::spawn({
+        let xds = xds.clone();
+        crate::auth::run_revocation_feed(
+            access_keys.clone(),
+            Arc::new(move |t: &str| xds.close_streams_for_token(t)),
+        )
+    });
+    match args.auth {
+        crate::auth::AuthMode::Sigv4 => {
+            crate::auth::bootstrap::ensure_admin(&args.data_dir, &access_keys).await?;
+            crate::auth::bootstrap::write_config(
+                &args.data_dir,
+                &args.region,
+                if tls.is_some() { "https" } else { "http" },
+                api_addr,
+                tls.as_ref().and_then(|t| t.ca_pem.as_deref()),
+            )?;
+        }
+        crate::auth::AuthMode::None => tracing::warn!(
+            "authentication is off (--auth none): anyone who can reach {api_addr} and {xds_addr} can read and change the mesh"
+        ),
+    }
 
     let reconcile_task = tokio::spawn(reconciler.run());
     let prune_task = tokio::spawn(prune_client_tokens(service.clone()));
@@ -311,6 +384,12 @@ async fn serve(
     announce(&format!("listening api {scheme}://{api_addr}"));
     announce(&format!("listening xds {xds_addr}"));
     tracing::info!(api = %api_addr, xds = %xds_addr, "meshplane serving");
+    if args.auth == crate::auth::AuthMode::Sigv4 {
+        tracing::info!(
+            "API authentication is on; call it with: {}",
+            crate::auth::bootstrap::usage_line(&args.data_dir)
+        );
+    }
 
     let api_tls = tls.map(|t| crate::listener::ApiTls {
         acceptor: tokio_rustls::TlsAcceptor::from(t.api),
@@ -328,6 +407,9 @@ async fn serve(
     xds.close_streams();
     reconcile_task.abort();
     prune_task.abort();
+    keys_task.abort();
+    revocation_task.abort();
+    token_prune_task.abort();
     sweeper_task.abort();
     match xds_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "xds server ended with an error"),
@@ -336,6 +418,29 @@ async fn serve(
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The xDS server's view of node tokens: [`crate::auth::NodeTokenVerifier`] answering
+/// `UNAUTHENTICATED` with a short reason.
+struct NodeTokens(crate::auth::NodeTokenVerifier);
+
+impl meshplane_xds::StreamAuthenticator for NodeTokens {
+    fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<meshplane_xds::StreamIdentity, tonic::Status> {
+        match self.0.verify(authorization) {
+            Ok(v) => Ok(meshplane_xds::StreamIdentity {
+                node: v.node,
+                token_id: v.token_id,
+                expires_at: v.expires_at,
+            }),
+            Err(e) => {
+                tracing::debug!(reason = %e, "xDS stream refused");
+                Err(tonic::Status::unauthenticated(e.message()))
+            }
+        }
+    }
 }
 
 /// Deletes expired clientToken records every 10 minutes (they live 24 h), so their number
@@ -348,6 +453,19 @@ async fn prune_client_tokens(service: MeshService) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired clientToken records pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning clientToken records failed"),
+        }
+    }
+}
+
+/// Deletes node-token and revocation records of expired tokens every 10 minutes.
+async fn prune_node_tokens(keys: crate::auth::AccessKeys) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match keys.prune_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired node token records pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning node token records failed"),
         }
     }
 }

@@ -42,6 +42,7 @@ pub struct ControlPlane {
     xds: SocketAddr,
     log: PathBuf,
     http: reqwest::Client,
+    data_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -54,7 +55,39 @@ impl ControlPlane {
     }
 
     /// As [`ControlPlane::start`], with extra `serve` flags (e.g. `["--api-max-connections", "100"]`).
+    /// API authentication is off (`--auth none`): the harness's requests are unsigned.
     pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
+        let mut args = vec!["--auth", "none"];
+        args.extend_from_slice(extra_args);
+        ControlPlane::spawn(&args).await
+    }
+
+    /// `meshplane serve --auth sigv4` with extra flags: the first start writes the
+    /// administrator key to [`ControlPlane::credentials_file`] and the profile to
+    /// [`ControlPlane::config_file`]. The JSON helpers of this type send unsigned requests,
+    /// so they get `MissingAuthenticationTokenException`; sign with the AWS tools.
+    pub async fn start_secure(extra_args: &[&str]) -> ControlPlane {
+        let mut args = vec!["--auth", "sigv4"];
+        args.extend_from_slice(extra_args);
+        ControlPlane::spawn(&args).await
+    }
+
+    /// `<data-dir>/credentials` (AWS shared-credentials format, profile `meshplane`).
+    pub fn credentials_file(&self) -> PathBuf {
+        self.data_dir.join("credentials")
+    }
+
+    /// `<data-dir>/config` (AWS config format, `[profile meshplane]`).
+    pub fn config_file(&self) -> PathBuf {
+        self.data_dir.join("config")
+    }
+
+    /// The data directory of this control plane.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    async fn spawn(extra_args: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("meshplane-e2e-cp-")
             .tempdir()
@@ -122,6 +155,7 @@ impl ControlPlane {
             tls,
             xds: xds.expect("xds address"),
             log,
+            data_dir: dir.path().join("data"),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))

@@ -29,7 +29,7 @@
 //! The caller checks [`Verified::service`] against the API it serves and then authorises.
 
 mod canonical;
-mod crypto;
+pub(crate) mod crypto;
 mod time;
 
 /// Lower-case hex of `bytes` (for fingerprints and ids built on this crate).

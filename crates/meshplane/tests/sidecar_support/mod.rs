@@ -93,6 +93,7 @@ impl Mesh {
             .arg(dir.path().join("data"))
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen"])
             .arg(format!("{}:0", net.gateway()))
+            .args(["--auth", "none"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
             .process_group(0)
