@@ -24,7 +24,10 @@ import urllib.parse
 import uuid
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
+import botocore.credentials
 
 PASSED = 0
 FAILED = 0
@@ -58,10 +61,14 @@ def check(name, cond, detail=""):
         print(f"FAIL {name} {detail}")
 
 
+# The server's issued administrator key (`--credentials ACCESS_KEY_ID:SECRET`).
+CREDS = ["", ""]
+
+
 def cli_env():
     env = dict(os.environ)
     env.update({
-        "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": CREDS[0], "AWS_SECRET_ACCESS_KEY": CREDS[1], "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "AWS_EC2_METADATA_DISABLED": "true", "AWS_MAX_ATTEMPTS": "1",
         "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
@@ -94,7 +101,7 @@ def expect_cli_error(endpoint, name, error, op, *args):
 def boto(endpoint):
     cfg = botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1})
     return boto3.client("servicediscovery", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="x", aws_secret_access_key="y", config=cfg)
+                        aws_access_key_id=CREDS[0], aws_secret_access_key=CREDS[1], config=cfg)
 
 
 class Tracked:
@@ -133,7 +140,13 @@ def raw(endpoint, target, body, content_type="application/x-amz-json-1.1"):
     headers = {"Content-Type": content_type}
     if target:
         headers["X-Amz-Target"] = target
-    c.request("POST", "/", body=body, headers=headers)
+    # Signed like any SDK request (the server verifies SigV4): what is tested here is the
+    # wire shape past authentication.
+    req = botocore.awsrequest.AWSRequest(method="POST", url=endpoint.rstrip("/") + "/",
+                                         data=body, headers=headers)
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(*CREDS), "servicediscovery",
+                            "us-east-1").add_auth(req)
+    c.request("POST", "/", body=body, headers=dict(req.headers.items()))
     r = c.getresponse()
     data = r.read()
     c.close()
@@ -410,7 +423,9 @@ def raw_suite(ep):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--credentials", required=True, help="ACCESS_KEY_ID:SECRET")
     a = ap.parse_args()
+    CREDS[:] = a.credentials.split(":", 1)
     for suite in (cli_suite, boto_suite, raw_suite):
         try:
             suite(a.endpoint)

@@ -185,9 +185,8 @@ impl Server {
             .arg(data_dir)
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
             .args(["--log", "info"])
-            // The suite predates API authentication; tests that want it pass `--auth sigv4`
-            // (a later `--auth` wins).
-            .args(["--auth", "none"])
+            // Authentication is on by default; `--auth none` in `extra` turns it off (a
+            // later `--auth` wins).
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -218,6 +217,26 @@ impl Server {
             ),
         }
         server
+    }
+
+    /// The administrator key `serve` issued on first start, as `ACCESS_KEY_ID:SECRET`
+    /// (read from `<data-dir>/credentials`, profile `meshplane`).
+    pub fn credentials(&self) -> String {
+        let path = self.data_dir.join("credentials");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let value = |key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("{key} missing in {}", path.display()))
+        };
+        format!(
+            "{}:{}",
+            value("aws_access_key_id"),
+            value("aws_secret_access_key")
+        )
     }
 
     /// `http://127.0.0.1:PORT`.

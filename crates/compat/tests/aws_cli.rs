@@ -27,6 +27,8 @@ fn aws_cli_and_boto3_against_meshplane_serve() {
     let mut child = Command::new(venv.join("bin/python"))
         .arg(&script)
         .args(["--endpoint", main.url(), "--quota-endpoint", quota.url()])
+        .args(["--credentials", &main.credentials()])
+        .args(["--quota-credentials", &quota.credentials()])
         .args(["--cli-mode", &mode])
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())

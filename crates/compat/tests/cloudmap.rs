@@ -21,6 +21,7 @@ fn aws_cli_and_boto3_against_the_registry() {
     let mut child = Command::new(venv.join("bin/python"))
         .arg(&script)
         .args(["--endpoint", server.url()])
+        .args(["--credentials", &server.credentials()])
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

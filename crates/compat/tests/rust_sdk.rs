@@ -23,13 +23,14 @@ use meshplane_compat::Server;
 const ACCOUNT: &str = "000000000000";
 const ARN: &str = "arn:aws:appmesh:us-east-1:000000000000:";
 
-fn client(url: &str) -> Client {
+fn client(url: &str, credentials: &str) -> Client {
+    let (id, secret) = credentials.split_once(':').expect("ID:SECRET");
     let conf = aws_sdk_appmesh::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
+            id.to_owned(),
+            secret.to_owned(),
             None,
             None,
             "test",
@@ -167,7 +168,7 @@ fn http_route(prefix: &str, targets: Vec<WeightedTarget>) -> RouteSpec {
 async fn rust_sdk_against_meshplane_serve() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&tmp.path().join("data"), &[]);
-    let c = client(server.url());
+    let c = client(server.url(), &server.credentials());
     let m = "sdk-mesh";
     let marn = format!("{ARN}mesh/{m}");
 

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use meshplane_compat::{Server, meshplane_bin};
 use serde_json::{Value, json};
 
+/// Store faults are the subject, not authentication: these servers take plain HTTP.
+const NO_AUTH: [&str; 2] = ["--auth", "none"];
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -149,7 +151,7 @@ async fn deleting_the_store_under_a_running_server_fails_writes_and_healthz() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let http = http();
-    let mut server = Server::start(&data, &[]);
+    let mut server = Server::start(&data, &NO_AUTH);
     let base = server.url().to_owned();
     wait_ready(&http, &base).await;
     assert_eq!(create_mesh(&http, &base, "before").await.0, 200);
@@ -190,7 +192,7 @@ async fn deleting_the_store_under_a_running_server_fails_writes_and_healthz() {
         "a refused start keeps the marker"
     );
 
-    let server = Server::start(&data, &["--allow-empty-store"]);
+    let server = Server::start(&data, &["--allow-empty-store", "--auth", "none"]);
     let base = server.url().to_owned();
     wait_ready(&http, &base).await;
     let (status, body) = get(&http, &base, "/v20190125/meshes").await;
@@ -206,18 +208,18 @@ async fn a_store_deleted_while_stopped_is_refused_until_allowed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let http = http();
-    let mut server = Server::start(&data, &[]);
+    let mut server = Server::start(&data, &NO_AUTH);
     assert_eq!(create_mesh(&http, server.url(), "m").await.0, 200);
     stop(&mut server);
     std::fs::remove_file(data.join("meshplane.db")).expect("remove the database");
 
     assert_refusal_names_everything(&refused_start(&data), &data);
-    let server = Server::start(&data, &["--allow-empty-store"]);
+    let server = Server::start(&data, &["--allow-empty-store", "--auth", "none"]);
     let (status, body) = get(&http, server.url(), "/v20190125/meshes").await;
     assert_eq!((status, &body["meshes"]), (200, &json!([])), "{body}");
     drop(server);
     // The flag is needed once: the marker now names the new store.
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, &NO_AUTH);
     assert_eq!(get(&http, server.url(), "/healthz").await.0, 200);
 }
 
@@ -227,7 +229,7 @@ async fn a_corrupted_store_is_refused_at_start_and_fails_healthz_while_running()
     let data = tmp.path().join("data");
     let db = data.join("meshplane.db");
     let http = http();
-    let mut server = Server::start(&data, &["--quota-virtual-nodes", "1000"]);
+    let mut server = Server::start(&data, &["--quota-virtual-nodes", "1000", "--auth", "none"]);
     let base = server.url().to_owned();
     assert_eq!(create_mesh(&http, &base, "m").await.0, 200);
     // Enough nodes that their records span many pages of the file.
@@ -263,7 +265,7 @@ async fn a_corrupted_store_is_refused_at_start_and_fails_healthz_while_running()
 
     // Damaged while running: once a request meets the bad pages, 5xx and /healthz 503.
     std::fs::write(&db, &pristine).expect("restore");
-    let server = Server::start(&data, &["--quota-virtual-nodes", "1000"]);
+    let server = Server::start(&data, &["--quota-virtual-nodes", "1000", "--auth", "none"]);
     let base = server.url().to_owned();
     wait_ready(&http, &base).await;
     assert_eq!(get(&http, &base, "/healthz").await.0, 200);
