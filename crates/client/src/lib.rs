@@ -142,9 +142,7 @@ impl Client {
                 reason: "has no host",
             });
         }
-        // reqwest is built without a crypto provider (the workspace never builds aws-lc-rs);
-        // ring's is installed for the process. A second install fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_ring_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -443,6 +441,15 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// reqwest is built without a crypto provider (the workspace never builds aws-lc-rs), so
+/// ring's is installed for the process; a second install fails harmlessly. rustls 0.23.48
+/// deprecates ring's provider only because it lacks post-quantum key exchange, which exists
+/// in rustls solely on aws-lc-rs; classical X25519/P-256 is what meshplane's server offers.
+#[allow(deprecated)]
+pub fn install_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads a PEM CA bundle into reqwest certificates.

@@ -197,7 +197,7 @@ async fn settings_from_a_profile_sign_requests() {
 /// HTTP/1.1 request read up to its headers, answered `{"tls":true}`.
 async fn tls_server() -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    meshplane_client::install_ring_provider();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
