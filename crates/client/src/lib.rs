@@ -142,15 +142,12 @@ impl Client {
                 reason: "has no host",
             });
         }
-        install_ring_provider();
-        let mut builder = reqwest::Client::builder()
+        let http = http_builder(ca_bundle)?
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("meshplane-client/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_bundle {
-            builder = builder.tls_certs_only(read_ca_bundle(path)?);
-        }
-        let http = builder.build().map_err(ClientError::Transport)?;
+            .user_agent(concat!("meshplane-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::Transport)?;
         Ok(Client {
             http,
             base,
@@ -450,6 +447,18 @@ impl Client {
 #[allow(deprecated)]
 pub fn install_ring_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest builder on rustls (ring) that trusts only `ca_bundle` when given, else the
+/// platform's roots; for callers that speak other protocols on the same port (the agent's
+/// Cloud Map registration).
+pub fn http_builder(ca_bundle: Option<&Path>) -> Result<reqwest::ClientBuilder, ClientError> {
+    install_ring_provider();
+    let builder = reqwest::Client::builder();
+    Ok(match ca_bundle {
+        Some(path) => builder.tls_certs_only(read_ca_bundle(path)?),
+        None => builder,
+    })
 }
 
 /// Reads a PEM CA bundle into reqwest certificates.

@@ -70,11 +70,11 @@ pub struct BootstrapArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// PEM CA bundle trusted for the control plane's TLS (meshplane's CA is
-    /// `<data-dir>/ca.pem`); implies --xds-tls. [env: MESHPLANE_CA_BUNDLE, AWS_CA_BUNDLE]
+    /// `<data-dir>/ca.pem`); implies --xds-tls. [env: MESHPLANE_CA_BUNDLE]
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
-    /// Connect to the xDS port over TLS (trusting --ca-bundle, else the system's CA file).
-    /// [env: MESHPLANE_XDS_TLS]
+    /// Connect to the xDS port over TLS, trusting --ca-bundle, else AWS_CA_BUNDLE, else the
+    /// system's CA file. [env: MESHPLANE_XDS_TLS]
     #[arg(long)]
     pub xds_tls: bool,
 }
@@ -427,12 +427,13 @@ impl BootstrapConfig {
             .as_ref()
             .map(|f| f.display().to_string())
             .or_else(|| env.get("MESHPLANE_TOKEN_FILE"));
-        let ca_bundle = args
+        // An explicit bundle turns TLS on; AWS_CA_BUNDLE only says whom to trust once it is on,
+        // since it is often set machine-wide (for the AWS CLI) where the xDS port is plaintext.
+        let explicit_ca = args
             .ca_bundle
             .as_ref()
             .map(|f| f.display().to_string())
-            .or_else(|| env.get("MESHPLANE_CA_BUNDLE"))
-            .or_else(|| env.get("AWS_CA_BUNDLE"));
+            .or_else(|| env.get("MESHPLANE_CA_BUNDLE"));
         let xds_tls = args.xds_tls
             || match env.get("MESHPLANE_XDS_TLS") {
                 None => false,
@@ -440,9 +441,12 @@ impl BootstrapConfig {
                     .map_err(|e| p.push(e))
                     .unwrap_or(false),
             };
-        let xds_tls_ca = match ca_bundle {
+        let xds_tls_ca = match explicit_ca {
             Some(ca) => Some(ca),
-            None if xds_tls => Some(SYSTEM_CA_FILE.to_owned()),
+            None if xds_tls => Some(
+                env.get("AWS_CA_BUNDLE")
+                    .unwrap_or_else(|| SYSTEM_CA_FILE.to_owned()),
+            ),
             None => None,
         };
 

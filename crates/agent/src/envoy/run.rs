@@ -143,19 +143,19 @@ impl RunConfig {
             (Err(a), Err(b)) => anyhow::bail!("{a}; {b}"),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-        let auth = if minting && bootstrap.token_file.is_none() {
-            let ca = bootstrap
-                .xds_tls_ca
-                .as_ref()
-                .filter(|ca| ca.as_str() != super::bootstrap::SYSTEM_CA_FILE)
-                .map(PathBuf::from);
-            Some(RunAuth {
-                settings: args.api.settings(ca.as_deref(), env)?,
-                ttl: args.token_ttl,
-            })
-        } else {
-            None
-        };
+        // The API's settings (credential chain, region, CA bundle): for the node token and
+        // for signing the Cloud Map calls of --register.
+        let ca = bootstrap
+            .xds_tls_ca
+            .as_ref()
+            .filter(|ca| ca.as_str() != super::bootstrap::SYSTEM_CA_FILE)
+            .map(PathBuf::from);
+        let settings = args.api.settings(ca.as_deref(), env)?;
+        let register = register.map(|r| r.with_settings(&settings));
+        let auth = (minting && bootstrap.token_file.is_none()).then_some(RunAuth {
+            settings,
+            ttl: args.token_ttl,
+        });
         Ok(RunConfig {
             bootstrap,
             envoy: envoy?,

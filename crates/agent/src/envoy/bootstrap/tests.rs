@@ -368,7 +368,6 @@ fn xds(v: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn token_file_and_tls_shape_the_xds_cluster() {
-    // Nothing by default: no filters, no TLS.
     let plain = xds(
         &resolve(&[("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n")])
             .unwrap()
@@ -386,7 +385,7 @@ fn token_file_and_tls_shape_the_xds_cluster() {
         ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
         ("APPMESH_XDS_ENDPOINT", "cp.example:7443"),
         ("MESHPLANE_TOKEN_FILE", "/run/meshplane/token.yaml"),
-        ("AWS_CA_BUNDLE", "/etc/meshplane/ca.pem"),
+        ("MESHPLANE_CA_BUNDLE", "/etc/meshplane/ca.pem"),
     ])
     .unwrap()
     .to_value());
