@@ -49,7 +49,7 @@ impl Envoy {
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(config)
-            .args(["--disable-hot-restart", "-l", "debug", "--log-path"])
+            .args(["--disable-hot-restart", "-l", "info", "--log-path"])
             .arg(log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -175,6 +175,143 @@ fn proxy_bootstrap(xds_port: u16, token_file: &Path, ca: Option<&Path>) -> Value
         .to_value()
 }
 
+/// The xDS cluster's TLS and connection counters, for failure messages.
+fn stats_text(admin_port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    write!(
+        s,
+        "GET /stats?filter=meshplane_xds HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .filter(|l| {
+            l.contains("ssl") || l.contains("cx_connect_fail") || l.contains("upstream_cx_total")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One counter from Envoy's admin `/stats` (0 when absent).
+fn stat(admin_port: u16, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /stats?filter=^{name}$ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A CA and a server certificate for `ip` signed by it, as meshplane's own CA issues them:
+/// `(<name>.pem, <name>-server.pem, <name>-server.key)` in `dir`.
+fn tls_files(dir: &Path, name: &str, ip: [u8; 4]) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    // Distinct names: BoringSSL takes a leaf whose subject equals its issuer as self-signed.
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("meshplane test CA {name}"),
+    );
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip.into())];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "meshplane xds");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let files = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-server.pem")),
+        dir.join(format!("{name}-server.key")),
+    );
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, cert.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+#[test]
+fn the_token_is_never_sent_to_a_server_the_bundle_does_not_vouch_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, _, _) = tls_files(dir.path(), "trusted", [127, 0, 0, 1]);
+    // Two wrong servers: one whose CA is another, one with the right CA but the wrong address.
+    let (_, other_cert, other_key) = tls_files(dir.path(), "other", [127, 0, 0, 1]);
+    let (_, wrong_ip_cert, wrong_ip_key) = {
+        let ca_text = std::fs::read_to_string(&ca_file).unwrap();
+        let files = tls_files(dir.path(), "wrongip", [127, 0, 0, 2]);
+        // Same trust for the proxy, certificate for 127.0.0.2 from a CA the proxy also trusts.
+        std::fs::write(
+            &ca_file,
+            format!("{ca_text}{}", std::fs::read_to_string(&files.0).unwrap()),
+        )
+        .unwrap();
+        files
+    };
+    let mut recorders = Vec::new();
+    let mut proxies = Vec::new();
+    let mut logs = Vec::new();
+    let mut admins = Vec::new();
+    for (i, (cert, key)) in [(&other_cert, &other_key), (&wrong_ip_cert, &wrong_ip_key)]
+        .into_iter()
+        .enumerate()
+    {
+        let log = dir.path().join(format!("auth{i}.log"));
+        let port = free_port();
+        let rec = dir.path().join(format!("recorder{i}.json"));
+        write_json(
+            &rec,
+            &recorder_config(port, free_port(), &log, Some((cert, key))),
+        );
+        recorders.push(Envoy::start(&rec, &dir.path().join(format!("r{i}.log"))));
+        let token_file = dir.path().join(format!("token{i}.yaml"));
+        write_token_file(&token_file, "mpt1.secret.DDDD", None).unwrap();
+        let proxy = dir.path().join(format!("proxy{i}.json"));
+        let bootstrap = proxy_bootstrap(port, &token_file, Some(&ca_file));
+        admins.push(
+            bootstrap["admin"]["address"]["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap() as u16,
+        );
+        write_json(&proxy, &bootstrap);
+        proxies.push(Envoy::start(&proxy, &dir.path().join(format!("p{i}.log"))));
+        logs.push(log);
+    }
+    // Envoy retries the handshake for these 8 s (several attempts); none may get through.
+    std::thread::sleep(Duration::from_secs(8));
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!text.contains("mpt1.secret"), "{}: {text}", log.display());
+    }
+    // The handshakes did happen and the proxy refused them for the right reason.
+    assert!(
+        stat(admins[0], "cluster.meshplane_xds.ssl.fail_verify_error") > 0,
+        "{}",
+        stats_text(admins[0])
+    );
+    assert!(
+        stat(admins[1], "cluster.meshplane_xds.ssl.fail_verify_san") > 0,
+        "{}",
+        stats_text(admins[1])
+    );
+}
+
 #[test]
 fn envoy_sends_the_token_and_picks_up_a_renewed_one_without_restarting() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,36 +349,7 @@ fn envoy_sends_the_token_and_picks_up_a_renewed_one_without_restarting() {
 #[test]
 fn the_token_travels_over_tls_trusting_the_ca_bundle() {
     let dir = tempfile::tempdir().unwrap();
-    // A CA and a server certificate for 127.0.0.1, as meshplane's own CA issues them.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    // Distinct names: BoringSSL takes a leaf whose subject equals its issuer as self-signed.
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "meshplane test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "meshplane xds");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let (ca_file, cert_file, key_file) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("server.pem"),
-        dir.path().join("server.key"),
-    );
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
-
+    let (ca_file, cert_file, key_file) = tls_files(dir.path(), "ca", [127, 0, 0, 1]);
     let log = dir.path().join("auth.log");
     let port = free_port();
     write_json(
