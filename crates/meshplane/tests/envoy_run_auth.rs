@@ -312,3 +312,83 @@ fn envoy_run_fails_clearly_when_no_token_can_be_had() {
             .all(|(_, o)| o == &Err("InvalidSignatureException".to_owned()))
     );
 }
+
+#[test]
+fn envoy_token_writes_the_sds_file_for_bootstrap_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (endpoint, mints) = stub_api(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("token.yaml");
+    let token = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meshplane"))
+            .args(["envoy", "token", "--mesh", "m", "--endpoint", &endpoint])
+            .args(extra)
+            .arg("--out")
+            .arg(&out_file)
+            .env("HOME", dir.path())
+            .env("AWS_ACCESS_KEY_ID", AKID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = token(&[
+        "--virtual-gateway",
+        "gw",
+        "--mesh-owner",
+        "123456789012",
+        "--ttl",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let sds: Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(
+        sds["resources"][0]["generic_secret"]["secret"]["inline_string"],
+        "Bearer mpt1.run.1"
+    );
+    assert_eq!(sds["resources"][0]["name"], "meshplane-xds-token");
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        mints.lock().unwrap()[0],
+        (
+            json!({"mesh": "m", "virtualGatewayName": "gw", "meshOwner": "123456789012", "ttlSeconds": 3600}),
+            Ok(())
+        )
+    );
+    // The bootstrap that references it.
+    let boot = Command::new(env!("CARGO_BIN_EXE_meshplane"))
+        .args([
+            "envoy",
+            "bootstrap",
+            "--node-id",
+            "mesh/m@123456789012/virtualGateway/gw",
+        ])
+        .arg("--token-file")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(boot.status.success());
+    let boot = String::from_utf8_lossy(&boot.stdout);
+    assert!(
+        boot.contains("envoy.filters.http.credential_injector"),
+        "{boot}"
+    );
+    assert!(boot.contains(&out_file.display().to_string()), "{boot}");
+
+    // Neither a node nor a gateway: refused before anything is sent.
+    let out = token(&[]);
+    assert!(!out.status.success());
+    assert_eq!(mints.lock().unwrap().len(), 1);
+}
