@@ -203,7 +203,7 @@ fn table(answer: &Value) -> String {
             k["accessKeyId"].as_str().unwrap_or("").to_owned(),
             k["createdAt"]
                 .as_f64()
-                .map(|t| format!("{}", t as i64))
+                .map(|t| utc(t as i64))
                 .unwrap_or_default(),
         ]);
     }
@@ -212,4 +212,62 @@ fn table(answer: &Value) -> String {
     rows.iter()
         .map(|r| format!("{:<w0$}  {:<w1$}  {}\n", r[0], r[1], r[2]))
         .collect()
+}
+
+/// Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, days-to-civil).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_epoch_seconds() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_796_554_800), "2026-12-06T11:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn grace_is_at_most_a_day() {
+        assert_eq!(parse_grace("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_grace("24h"), Ok(MAX_GRACE));
+        assert!(parse_grace("25h").unwrap_err().contains("longer than 24h"));
+        assert!(parse_grace("soon").is_err());
+    }
+
+    #[test]
+    fn the_secret_text_has_both_profile_blocks() {
+        let settings = Settings {
+            endpoint: "https://cp:7080".into(),
+            credentials: None,
+            region: "eu-west-1".into(),
+            ca_bundle: Some("/data/ca.pem".into()),
+            profile: "default".into(),
+        };
+        let answer = serde_json::json!({"accessKeyId": "MPAKX", "secretAccessKey": "S"});
+        let text = secret_text(&answer, "ci", &settings, "created");
+        assert!(text.contains("[ci]\naws_access_key_id = MPAKX\naws_secret_access_key = S\n"));
+        assert!(text.contains(
+            "[profile ci]\nregion = eu-west-1\nendpoint_url = https://cp:7080\nca_bundle = /data/ca.pem\n"
+        ));
+    }
 }

@@ -131,9 +131,6 @@ impl Settings {
             .unwrap_or_else(|| "default".to_owned());
         let cred_section = credentials_file.get(&profile);
         let config_section = config_file.get(&config_section_name(&profile));
-        if explicit_profile.is_some() && cred_section.is_none() && config_section.is_none() {
-            return Err(ConfigError::ProfileNotFound { profile });
-        }
         let from_config = |key: &str| config_section.and_then(|s| s.get(key)).cloned();
 
         let env_credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
@@ -144,6 +141,13 @@ impl Settings {
             }),
             _ => None,
         };
+        // A profile someone named (flag or AWS_PROFILE) must exist, as the AWS CLI insists,
+        // unless the environment's keys are used anyway; `default` may be absent.
+        let named = explicit_profile.is_some() || env("AWS_PROFILE").is_some();
+        if named && env_credentials.is_none() && cred_section.is_none() && config_section.is_none()
+        {
+            return Err(ConfigError::ProfileNotFound { profile });
+        }
         let credentials = match env_credentials {
             Some(c) => Some(c),
             None => match section_credentials(cred_section, &profile, credentials_path.as_deref())?
@@ -429,13 +433,24 @@ aws_secret_access_key = cfgsecret
 
     #[test]
     fn no_files_and_no_env_means_unsigned() {
+        let env = vec![("HOME", "/nonexistent-home".to_owned())];
+        let s = resolve(&Overrides::default(), &env).unwrap();
+        assert_eq!(s.credentials, None);
+        assert_eq!(s.profile, "default");
+        // AWS_PROFILE naming a missing profile is an error, unless environment keys exist.
         let env = vec![
             ("HOME", "/nonexistent-home".to_owned()),
             ("AWS_PROFILE", "nope".to_owned()),
         ];
+        assert!(matches!(
+            resolve(&Overrides::default(), &env),
+            Err(ConfigError::ProfileNotFound { .. })
+        ));
+        let mut env = env;
+        env.push(("AWS_ACCESS_KEY_ID", "K".to_owned()));
+        env.push(("AWS_SECRET_ACCESS_KEY", "S".to_owned()));
         let s = resolve(&Overrides::default(), &env).unwrap();
-        assert_eq!(s.credentials, None);
-        assert_eq!(s.profile, "nope");
+        assert_eq!(s.credentials.unwrap().access_key_id, "K");
         // One half of a pair in the environment is no credential either (as the SDKs do).
         let env = vec![
             ("HOME", "/nonexistent-home".to_owned()),

@@ -283,7 +283,9 @@ fn list_delete_and_rotate_with_a_profile() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(
-        table.starts_with("NAME   ACCESS KEY ID         CREATED\nadmin  MPAKCLITESTCLITEST23  1\n"),
+        table.starts_with(
+            "NAME   ACCESS KEY ID         CREATED\nadmin  MPAKCLITESTCLITEST23  1970-01-01T00:00:01Z\n"
+        ),
         "{table}"
     );
     let out = meshplane(
