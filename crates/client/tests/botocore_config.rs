@@ -90,6 +90,9 @@ fn ours(profile: Option<&str>, env: &[(&str, String)]) -> Value {
     }
 }
 
+/// Environment variables for one case.
+type Env = Vec<(&'static str, String)>;
+
 const CREDENTIALS: &str = "\
 # team keys
 [default]
@@ -151,7 +154,7 @@ fn resolution_matches_botocore() {
         ("AWS_SECRET_ACCESS_KEY", "envsecret"),
         ("AWS_SESSION_TOKEN", "envtoken"),
     ];
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, String)>)> = vec![
+    let cases: Vec<(&str, Option<&str>, Env)> = vec![
         ("default profile", None, with(&[])),
         ("AWS_PROFILE", None, with(&[("AWS_PROFILE", "meshplane")])),
         ("--profile", Some("meshplane"), with(&[])),
