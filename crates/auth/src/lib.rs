@@ -8,6 +8,9 @@
 //! cases mapped one to one onto AWS's exception names. `aws-sigv4` and botocore are used in
 //! the tests as the reference signers.
 //!
+//! [`sign`] is the matching signer for meshplane's own clients; it shares the verifier's
+//! canonical request code, so the two cannot drift.
+//!
 //! [`seal`] seals secrets at rest (access key secrets, the CA's private key) under the data
 //! directory's key file.
 //!
@@ -18,5 +21,6 @@
 #![forbid(unsafe_code)]
 
 pub mod seal;
+pub mod sign;
 pub mod sigv4;
 pub mod token;

@@ -12,6 +12,7 @@
 //! control plane only over HTTP (`crates/meshplane/tests/layering.rs` checks it).
 #![forbid(unsafe_code)]
 
+pub mod access_keys;
 mod apply;
 pub mod document;
 mod get;
@@ -25,9 +26,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use meshplane_client::{Client, ClientError};
 use meshplane_model::{ResourceId, ResourceKind};
 
-/// The endpoint used when neither `--endpoint` nor `MESHPLANE_ENDPOINT` is set (the
-/// default `serve --api-listen`).
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7080";
+/// The endpoint used when neither `--endpoint`, `MESHPLANE_ENDPOINT`, `AWS_ENDPOINT_URL`
+/// nor the profile's `endpoint_url` is set (the default `serve --api-listen`).
+pub const DEFAULT_ENDPOINT: &str = meshplane_client::config::DEFAULT_ENDPOINT;
 
 /// CLI verbs that talk to a running control plane.
 #[derive(Debug, Subcommand)]
@@ -44,14 +45,52 @@ pub enum CliCommand {
     Delete(DeleteArgs),
     /// Print every resource of a mesh as documents that `apply -f` accepts.
     Export(ExportArgs),
+    /// Create, list, delete or rotate meshplane-issued access keys (SigV4 credentials with
+    /// an IAM-style policy).
+    AccessKeys(access_keys::AccessKeysArgs),
 }
 
-/// Where the control plane's API is.
-#[derive(Debug, Clone, Args)]
+/// Where the control plane's API is and how to sign for it: the AWS credential chain
+/// (`AWS_ACCESS_KEY_ID`…, `AWS_PROFILE`, `~/.aws/credentials` and `~/.aws/config`), as the
+/// AWS CLI reads it.
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConnectArgs {
-    /// Base URL of the meshplane (App Mesh) API.
-    #[arg(long, env = "MESHPLANE_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
-    pub endpoint: String,
+    /// Base URL of the meshplane (App Mesh) API [default: AWS_ENDPOINT_URL, the profile's
+    /// endpoint_url, else http://127.0.0.1:7080].
+    #[arg(long, env = "MESHPLANE_ENDPOINT", global = true)]
+    pub endpoint: Option<String>,
+    /// The AWS profile whose credentials, region, endpoint_url and ca_bundle are used
+    /// (overrides AWS_PROFILE and ignores AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// The region requests are signed for (must equal `serve --region`) [default:
+    /// AWS_REGION, AWS_DEFAULT_REGION, the profile's region, else us-east-1].
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// PEM file of the CA trusted for an https endpoint (meshplane's own CA is
+    /// `<data-dir>/ca.pem`) [default: AWS_CA_BUNDLE, the profile's ca_bundle].
+    #[arg(long, env = "MESHPLANE_CA_BUNDLE", global = true)]
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+// === impl ConnectArgs ===
+
+impl ConnectArgs {
+    /// The client settings: these flags over the environment and the AWS files.
+    pub fn settings(&self) -> anyhow::Result<meshplane_client::Settings> {
+        let overrides = meshplane_client::Overrides {
+            endpoint: self.endpoint.clone(),
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+        };
+        Ok(meshplane_client::Settings::from_env(&overrides)?)
+    }
+
+    /// A client signing with the resolved credentials (unsigned when there are none).
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::from_settings(&self.settings()?)?)
+    }
 }
 
 /// `apply`.
@@ -206,12 +245,13 @@ impl CliCommand {
             CliCommand::Describe(a) => get::describe(&client(&a.connect)?, &a).await,
             CliCommand::Delete(a) => apply::delete(&client(&a.connect)?, &a).await,
             CliCommand::Export(a) => get::export(&client(&a.connect)?, &a.mesh, a.output).await,
+            CliCommand::AccessKeys(a) => access_keys::run(a).await,
         }
     }
 }
 
 fn client(c: &ConnectArgs) -> anyhow::Result<Client> {
-    Ok(Client::new(&c.endpoint)?)
+    c.client()
 }
 
 /// Parses a kind as typed on the command line.

@@ -4,20 +4,11 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::Value;
 
-/// Flags shared by both verbs.
-#[derive(Debug, clap::Args)]
-pub struct EndpointArg {
-    /// meshplane API endpoint.
-    #[arg(
-        long,
-        env = "MESHPLANE_ENDPOINT",
-        default_value = "http://127.0.0.1:7080"
-    )]
-    pub endpoint: String,
-}
+/// Flags shared by both verbs: the endpoint and how to sign (see [`crate::ConnectArgs`]).
+pub type EndpointArg = crate::ConnectArgs;
 
 /// `meshplane proxy-status`.
 #[derive(Debug, clap::Args)]
@@ -48,24 +39,21 @@ pub struct ProxyConfigArgs {
     pub output: String,
 }
 
-fn fetch(endpoint: &str, path_and_query: &str) -> anyhow::Result<Value> {
-    let url = format!("{}{path_and_query}", endpoint.trim_end_matches('/'));
+/// A signed GET of one of meshplane's JSON endpoints.
+fn fetch(
+    connect: &EndpointArg,
+    path: &str,
+    query: Vec<(&'static str, String)>,
+) -> anyhow::Result<Value> {
+    let client = connect.client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let resp = reqwest::get(&url)
+        client
+            .get_json(path, query)
             .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("decoding {url}"))?;
-        if !status.is_success() {
-            bail!("{}", body["message"].as_str().unwrap_or("request failed"));
-        }
-        Ok(body)
+            .with_context(|| format!("GET {}{path}", client.endpoint()))
     })
 }
 
@@ -102,7 +90,7 @@ fn type_state(t: Option<&Value>) -> &'static str {
 
 /// Runs `proxy-status`.
 pub fn status(args: ProxyStatusArgs) -> anyhow::Result<ExitCode> {
-    let body = fetch(&args.endpoint.endpoint, "/meshplane/v1/proxy-status")?;
+    let body = fetch(&args.endpoint, "/meshplane/v1/proxy-status", vec![])?;
     let proxies: Vec<&Value> = body["proxies"]
         .as_array()
         .map(|a| {
@@ -191,10 +179,10 @@ fn print_table(rows: &[Vec<String>]) {
 /// Runs `proxy-config`.
 pub fn config(args: ProxyConfigArgs) -> anyhow::Result<ExitCode> {
     let node = meshplane_model::NodeId::parse(&args.node)?;
-    let q: String = percent_encode(&node.to_string());
     let mut body = fetch(
-        &args.endpoint.endpoint,
-        &format!("/meshplane/v1/proxy-config?node={q}"),
+        &args.endpoint,
+        "/meshplane/v1/proxy-config",
+        vec![("node", node.to_string())],
     )?;
     if let Some(t) = &args.r#type {
         let only = body["resources"][t.as_str()].take();
@@ -205,15 +193,4 @@ pub fn config(args: ProxyConfigArgs) -> anyhow::Result<ExitCode> {
         _ => print!("{}", yaml_serde::to_string(&body)?),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -40,6 +40,17 @@ pub enum ClientError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// The CA bundle given for TLS cannot be read or holds no PEM certificate.
+    #[error("cannot use the CA bundle {path}: {message}")]
+    CaBundle {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The request could not be signed (a URL without a host, a header that is not UTF-8).
+    #[error("cannot sign the request: {0}")]
+    Sign(String),
     /// A spec of one kind was passed for a resource of another; nothing was sent.
     #[error("a {got} spec cannot be used for a {expected}")]
     KindMismatch {

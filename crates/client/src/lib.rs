@@ -17,21 +17,33 @@
 //! [`Collection`] for lists). The wire shapes come from `meshplane-api`, the same code
 //! the server uses, so client and server cannot drift apart.
 //!
+//! Every request is SigV4-signed (service `appmesh`) when credentials are configured
+//! ([`Client::from_settings`], resolved by [`config::Settings`] from the AWS credential chain);
+//! without credentials requests go unsigned, which a server with `--auth none` accepts.
+//! `https://` endpoints use rustls on ring, trusting the configured CA bundle (meshplane's own
+//! CA, `<data-dir>/ca.pem`) or, without one, the platform's roots.
+//!
 //! What this crate deliberately does not do: retries (every App Mesh write is idempotent
-//! but retrying is a policy decision for the caller), request signing (SigV4 is for the
-//! stock AWS SDKs; meshplane's own tools use the development mode), TLS (the workspace
-//! builds `reqwest` without a TLS backend, so only `http://` endpoints work), and any
-//! client-side spec validation beyond what parsing into `meshplane-model` types implies.
+//! but retrying is a policy decision for the caller), credential sources beyond static keys
+//! (no SSO, `credential_process` or role assumption), and any client-side spec validation
+//! beyond what parsing into `meshplane-model` types implies.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 mod error;
+mod meshplane;
+pub use meshplane::TokenNode;
 mod paths;
 
+pub use config::{Credentials, Overrides, Settings};
 pub use error::ClientError;
 pub use paths::{Collection, collection_path, encode_query_value, encode_segment, item_path};
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use meshplane_auth::sign::{SigningParams, sign};
 
 use meshplane_api::{ErrorCode, ListOutput, ResourceData, ResourceRef, spec_to_json};
 use meshplane_model::{ResourceId, ResourceKind, Spec, Tag};
@@ -76,6 +88,8 @@ pub struct Client {
     /// The endpoint without a trailing `/`, e.g. `http://127.0.0.1:7080`.
     base: String,
     mesh_owner: Option<String>,
+    /// Credentials and region every request is signed with; `None` sends unsigned requests.
+    signing: Option<(Credentials, String)>,
 }
 
 // === impl Client ===
@@ -84,11 +98,36 @@ impl Client {
     /// A client for the API at `endpoint` (`http://host:port`, optionally with a path
     /// prefix such as `http://gw/appmesh`; a trailing `/` is ignored).
     ///
-    /// Fails with [`ClientError::InvalidEndpoint`] when the URL is not `http://` or
-    /// `https://`, and with [`ClientError::Transport`] when the HTTP client cannot be
-    /// built. `https://` is accepted here but fails at request time because this build
-    /// has no TLS backend.
+    /// Requests go unsigned; `https://` trusts the platform's roots. Fails with
+    /// [`ClientError::InvalidEndpoint`] when the URL is not `http://` or `https://`, and
+    /// with [`ClientError::Transport`] when the HTTP client cannot be built.
     pub fn new(endpoint: &str) -> Result<Client, ClientError> {
+        Self::build(endpoint, None)
+    }
+
+    /// A client configured from [`Settings`]: its endpoint, CA bundle (the only roots
+    /// trusted for `https://` when set; [`ClientError::CaBundle`] when unreadable or not PEM
+    /// certificates) and credentials (every request signed for `settings.region`).
+    pub fn from_settings(settings: &Settings) -> Result<Client, ClientError> {
+        let mut client = Self::build(&settings.endpoint, settings.ca_bundle.as_deref())?;
+        if let Some(c) = &settings.credentials {
+            client = client.with_credentials(c.clone(), &settings.region);
+        }
+        Ok(client)
+    }
+
+    /// Signs every request with `credentials` for `region` (service `appmesh`).
+    pub fn with_credentials(mut self, credentials: Credentials, region: &str) -> Client {
+        self.signing = Some((credentials, region.to_owned()));
+        self
+    }
+
+    /// Whether requests are signed.
+    pub fn is_signed(&self) -> bool {
+        self.signing.is_some()
+    }
+
+    fn build(endpoint: &str, ca_bundle: Option<&Path>) -> Result<Client, ClientError> {
         let base = endpoint.trim().trim_end_matches('/').to_owned();
         let rest = base
             .strip_prefix("http://")
@@ -103,7 +142,7 @@ impl Client {
                 reason: "has no host",
             });
         }
-        let http = reqwest::Client::builder()
+        let http = http_builder(ca_bundle)?
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("meshplane-client/", env!("CARGO_PKG_VERSION")))
@@ -113,6 +152,7 @@ impl Client {
             http,
             base,
             mesh_owner: None,
+            signing: None,
         })
     }
 
@@ -341,7 +381,13 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b.to_string());
         }
-        let resp = req.send().await.map_err(ClientError::Transport)?;
+        let mut request = req.build().map_err(ClientError::Transport)?;
+        self.sign(&mut request)?;
+        let resp = self
+            .http
+            .execute(request)
+            .await
+            .map_err(ClientError::Transport)?;
         let status = resp.status();
         let error_type = resp
             .headers()
@@ -360,6 +406,73 @@ impl Client {
         }
         Err(error::api_error(status, error_type.as_deref(), &bytes))
     }
+
+    /// Adds the SigV4 headers when credentials are configured. Signs the URL exactly as
+    /// reqwest will send it (its path already percent-encoded by `url`).
+    fn sign(&self, request: &mut reqwest::Request) -> Result<(), ClientError> {
+        let Some((credentials, region)) = &self.signing else {
+            return Ok(());
+        };
+        let uri: http::Uri = request
+            .url()
+            .as_str()
+            .parse()
+            .map_err(|_| ClientError::Sign("the request url is not a valid uri".to_owned()))?;
+        let body = request.body().and_then(|b| b.as_bytes()).unwrap_or(b"");
+        let params = SigningParams {
+            region,
+            service: "appmesh",
+            now: SystemTime::now(),
+        };
+        let added = sign(
+            request.method().as_str(),
+            &uri,
+            request.headers(),
+            body,
+            credentials,
+            &params,
+        )
+        .map_err(|e| ClientError::Sign(e.to_string()))?;
+        for (name, value) in added {
+            request.headers_mut().insert(name, value);
+        }
+        Ok(())
+    }
+}
+
+/// reqwest is built without a crypto provider (the workspace never builds aws-lc-rs), so
+/// ring's is installed for the process; a second install fails harmlessly. rustls 0.23.48
+/// deprecates ring's provider only because it lacks post-quantum key exchange, which exists
+/// in rustls solely on aws-lc-rs; classical X25519/P-256 is what meshplane's server offers.
+#[allow(deprecated)]
+pub fn install_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest builder on rustls (ring) that trusts only `ca_bundle` when given, else the
+/// platform's roots; for callers that speak other protocols on the same port (the agent's
+/// Cloud Map registration).
+pub fn http_builder(ca_bundle: Option<&Path>) -> Result<reqwest::ClientBuilder, ClientError> {
+    install_ring_provider();
+    let builder = reqwest::Client::builder();
+    Ok(match ca_bundle {
+        Some(path) => builder.tls_certs_only(read_ca_bundle(path)?),
+        None => builder,
+    })
+}
+
+/// Reads a PEM CA bundle into reqwest certificates.
+fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let err = |message: String| ClientError::CaBundle {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in the file".to_owned()));
+    }
+    Ok(certs)
 }
 
 fn check_kind(kind: ResourceKind, spec: &Spec) -> Result<(), ClientError> {

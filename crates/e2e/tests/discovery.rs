@@ -458,7 +458,8 @@ async fn envoy_run_register_keeps_the_instance_while_envoy_runs() {
     let admin_port = free_port();
     let tmp = std::env::temp_dir().join(format!("meshplane-register-{}.log", std::process::id()));
     let child = std::process::Command::new(meshplane_testkit::control_plane::meshplane_binary())
-        .args(["envoy", "run", "--node-id", "mesh/cm/virtualNode/front"])
+        .args(["envoy", "run", "--auth", "none"])
+        .args(["--node-id", "mesh/cm/virtualNode/front"])
         .args(["--xds-address", &cp.xds_addr().to_string()])
         .args(["--admin-port", &admin_port.to_string()])
         .arg("--envoy-binary")

@@ -396,7 +396,7 @@ fn start_netns(
             String::from_utf8_lossy(&out.stderr)
         );
         let mut e = host.command(exe);
-        e.args(["envoy", "run", "--node-id"])
+        e.args(["envoy", "run", "--auth", "none", "--node-id"])
             .arg(format!("mesh/colorapp/virtualNode/{name}"))
             .args(["--xds-address", xds, "--admin-port", "9901"])
             .args(["--proxy-uid", "1337", "--restart-count", "3"])
@@ -467,6 +467,8 @@ fn start_loopback(
     e.args([
         "envoy",
         "run",
+        "--auth",
+        "none",
         "--node-id",
         "mesh/colorapp/virtualNode/front",
     ])

@@ -54,7 +54,7 @@ impl Supervisor {
         extra: &[&str],
     ) -> Supervisor {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshplane"))
-            .args(["envoy", "run", "--node-id", node])
+            .args(["envoy", "run", "--auth", "none", "--node-id", node])
             .args(["--xds-address", xds, "--admin-port"])
             .arg(admin_port.to_string())
             .arg("--envoy-binary")

@@ -64,7 +64,25 @@ pub struct BootstrapArgs {
     /// Admin bind address. [default 127.0.0.1, or `::` with ENVOY_ADMIN_ACCESS_ENABLE_IPV6=1]
     #[arg(long)]
     pub admin_address: Option<String>,
+    /// The node token file (an SDS YAML written by `meshplane envoy token`): Envoy sends its
+    /// token as `authorization` on every xDS connection and re-reads the file when it is
+    /// replaced, so a renewed token needs no restart. [env: MESHPLANE_TOKEN_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle trusted for the control plane's TLS (meshplane's CA is
+    /// `<data-dir>/ca.pem`); implies --xds-tls. [env: MESHPLANE_CA_BUNDLE]
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Connect to the xDS port over TLS, trusting --ca-bundle, else AWS_CA_BUNDLE, else the
+    /// system's CA file. [env: MESHPLANE_XDS_TLS]
+    #[arg(long)]
+    pub xds_tls: bool,
 }
+
+/// The SDS secret name the token file holds and the xDS cluster's credential injector reads.
+pub const TOKEN_SECRET_NAME: &str = "meshplane-xds-token";
+/// The CA file Envoy trusts with `--xds-tls` and no `--ca-bundle` (Debian's system bundle).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Which ADS protocol Envoy speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +179,10 @@ pub struct BootstrapConfig {
     /// Parsed `ENVOY_RESOURCES_CONFIG_FILE` (extra static resources).
     pub extra_resources: Option<Value>,
     pub sds_socket_path: Option<String>,
+    /// The node token file the xDS cluster injects `authorization` from.
+    pub token_file: Option<String>,
+    /// TLS to the xDS port: the CA file Envoy trusts.
+    pub xds_tls_ca: Option<String>,
     /// `ENVOY_OUTLIER_DETECTION_EVENT_LOG_PATH`. Unlike App Mesh (default `/dev/stdout`) it is
     /// off unless set: Envoy running as the proxy uid cannot reopen a stdout owned by root.
     pub outlier_event_log: Option<String>,
@@ -399,6 +421,35 @@ impl BootstrapConfig {
             }
         }
 
+        // Authentication and TLS towards the control plane.
+        let token_file = args
+            .token_file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .or_else(|| env.get("MESHPLANE_TOKEN_FILE"));
+        // An explicit bundle turns TLS on; AWS_CA_BUNDLE only says whom to trust once it is on,
+        // since it is often set machine-wide (for the AWS CLI) where the xDS port is plaintext.
+        let explicit_ca = args
+            .ca_bundle
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .or_else(|| env.get("MESHPLANE_CA_BUNDLE"));
+        let xds_tls = args.xds_tls
+            || match env.get("MESHPLANE_XDS_TLS") {
+                None => false,
+                Some(v) => parse_bool("MESHPLANE_XDS_TLS", &v)
+                    .map_err(|e| p.push(e))
+                    .unwrap_or(false),
+            };
+        let xds_tls_ca = match explicit_ca {
+            Some(ca) => Some(ca),
+            None if xds_tls => Some(
+                env.get("AWS_CA_BUNDLE")
+                    .unwrap_or_else(|| SYSTEM_CA_FILE.to_owned()),
+            ),
+            None => None,
+        };
+
         p.into_result()?;
         let node = node.ok_or_else(|| anyhow::anyhow!("no node id"))?;
         Ok(BootstrapConfig {
@@ -422,6 +473,8 @@ impl BootstrapConfig {
             stats_sinks,
             extra_resources,
             sds_socket_path,
+            token_file,
+            xds_tls_ca,
             outlier_event_log,
             platform_info,
         })
@@ -936,8 +989,64 @@ fn plain_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
 
 fn xds_cluster(cfg: &BootstrapConfig) -> Value {
     let mut c = plain_cluster(XDS_CLUSTER, &cfg.xds_host, cfg.xds_port, false);
-    c["typed_extension_protocol_options"] =
-        http2_options(Some((XDS_KEEPALIVE_INTERVAL_S, XDS_KEEPALIVE_TIMEOUT_S)));
+    let mut options = http2_options(Some((XDS_KEEPALIVE_INTERVAL_S, XDS_KEEPALIVE_TIMEOUT_S)));
+    if let Some(file) = &cfg.token_file {
+        // The token reaches Envoy through SDS from a file, not as a static value: Envoy
+        // re-reads the file when it is replaced (rename), and the upstream credential
+        // injector puts the current value on each new xDS stream. gRPC call credentials
+        // (google_grpc) would not do: gRPC drops them on a plaintext channel.
+        options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"] = json!([
+            {
+                "name": "envoy.filters.http.credential_injector",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+                    "overwrite": true,
+                    "credential": {
+                        "name": "envoy.http.injected_credentials.generic",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                            "credential": {
+                                "name": TOKEN_SECRET_NAME,
+                                "sds_config": { "path_config_source": { "path": file } },
+                            },
+                            "header": "authorization",
+                        },
+                    },
+                },
+            },
+            {
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec",
+                },
+            },
+        ]);
+    }
+    c["typed_extension_protocol_options"] = options;
+    if let Some(ca) = &cfg.xds_tls_ca {
+        // Envoy checks the chain against `trusted_ca` but the name only when told to: the
+        // SAN must be the host dialled (meshplane's CA puts the listen IPs, localhost and the
+        // hostname in its server certificate). SNI carries DNS names only (RFC 6066).
+        let is_ip = cfg.xds_host.parse::<std::net::IpAddr>().is_ok();
+        let san_type = if is_ip { "IP_ADDRESS" } else { "DNS" };
+        let mut tls = json!({
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {
+                    "trusted_ca": { "filename": ca },
+                    "match_typed_subject_alt_names": [
+                        { "san_type": san_type, "matcher": { "exact": cfg.xds_host } },
+                    ],
+                },
+            },
+        });
+        if !is_ip {
+            tls["sni"] = json!(cfg.xds_host);
+        }
+        c["transport_socket"] =
+            json!({ "name": "envoy.transport_sockets.tls", "typed_config": tls });
+    }
     c["upstream_connection_options"] = json!({ "tcp_keepalive": {
         "keepalive_time": XDS_KEEPALIVE_INTERVAL_S,
         "keepalive_interval": XDS_KEEPALIVE_INTERVAL_S,

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod env;
 pub mod register;
 pub mod run;
+pub mod token;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,10 @@ pub enum EnvoyCommand {
     /// Run Envoy with that bootstrap: restart it with backoff if it crashes, forward signals,
     /// drain listeners on SIGTERM.
     Run(Box<run::RunArgs>),
+    /// Mint a node token through the API (SigV4, AWS credential chain) and write it as the
+    /// SDS token file that `envoy bootstrap --token-file` points Envoy at (run it from cron
+    /// to renew; Envoy picks up the new file without a restart).
+    Token(Box<token::TokenArgs>),
 }
 
 impl EnvoyCommand {
@@ -35,6 +40,7 @@ impl EnvoyCommand {
                 Ok(ExitCode::SUCCESS)
             }
             EnvoyCommand::Run(args) => run::run(*args, &env::ProcessEnv),
+            EnvoyCommand::Token(args) => token::token_command(*args, &env::ProcessEnv),
         }
     }
 }

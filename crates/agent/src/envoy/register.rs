@@ -76,6 +76,10 @@ pub struct Registration {
     instance_id: String,
     attributes: BTreeMap<String, String>,
     ttl: Duration,
+    /// Credentials and region the Cloud Map calls are signed with (service
+    /// `servicediscovery`); unsigned without.
+    signing: Option<(meshplane_client::Credentials, String)>,
+    ca_bundle: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -172,17 +176,58 @@ impl Registration {
             instance_id,
             attributes,
             ttl: Duration::from_secs(args.register_ttl_s),
+            signing: None,
+            ca_bundle: None,
         }))
     }
 
+    /// Signs the Cloud Map calls with the resolved credentials (when there are any) and
+    /// trusts the settings' CA bundle.
+    pub fn with_settings(mut self, settings: &meshplane_client::Settings) -> Registration {
+        self.signing = settings
+            .credentials
+            .clone()
+            .map(|c| (c, settings.region.clone()));
+        self.ca_bundle = settings.ca_bundle.clone();
+        self
+    }
+
+    fn http(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(meshplane_client::http_builder(self.ca_bundle.as_deref())?
+            .no_proxy()
+            .build()?)
+    }
+
     async fn call(&self, http: &reqwest::Client, op: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = http
+        let mut request = http
             .post(format!("{}/", self.endpoint))
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", format!("{TARGET_PREFIX}{op}"))
             .body(body.to_string())
             .timeout(REQUEST_TIMEOUT)
-            .send()
+            .build()?;
+        if let Some((credentials, region)) = &self.signing {
+            let uri: http::Uri = request.url().as_str().parse()?;
+            let params = meshplane_auth::sign::SigningParams {
+                region,
+                service: "servicediscovery",
+                now: std::time::SystemTime::now(),
+            };
+            let body = request.body().and_then(|b| b.as_bytes()).unwrap_or(b"");
+            let added = meshplane_auth::sign::sign(
+                request.method().as_str(),
+                &uri,
+                request.headers(),
+                body,
+                credentials,
+                &params,
+            )?;
+            for (name, value) in added {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        let resp = http
+            .execute(request)
             .await
             .with_context(|| format!("{op}: {}", self.endpoint))?;
         let status = resp.status();
@@ -236,7 +281,7 @@ impl Registration {
     /// Waits for Envoy (admin `GET /ready` = 200), registers, then heartbeats forever.
     /// Returns only on a registration error before the first success.
     pub async fn keep_alive(self, admin: std::net::SocketAddr) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder().no_proxy().build()?;
+        let http = self.http()?;
         wait_ready(&http, admin).await?;
         let service_id = self.service_id(&http).await?;
         let body = json!({
@@ -260,7 +305,7 @@ impl Registration {
 
     /// Deregisters the instance (best effort, bounded); called before draining.
     pub async fn deregister(&self) {
-        let http = match reqwest::Client::builder().no_proxy().build() {
+        let http = match self.http() {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("meshplane: deregistration skipped: {e}");

@@ -47,6 +47,18 @@ pub struct RunArgs {
     pub envoy_binary: Option<PathBuf>,
     #[command(flatten)]
     pub register: super::register::RegisterArgs,
+    /// xDS authentication: `sigv4` mints a node token through the API with the AWS
+    /// credential chain, writes it next to the bootstrap and renews it at 2/3 of its
+    /// lifetime; `none` connects without a token (a server with `--auth none`). With
+    /// --token-file the given file is used and nothing is minted. [env: MESHPLANE_AUTH;
+    /// default sigv4]
+    #[arg(long, value_parser = ["sigv4", "none"])]
+    pub auth: Option<String>,
+    /// Lifetime asked for each node token (default: the server's --node-token-ttl).
+    #[arg(long, value_parser = meshplane_client::config::parse_duration)]
+    pub token_ttl: Option<Duration>,
+    #[command(flatten)]
+    pub api: super::token::ApiArgs,
     /// Extra arguments for Envoy, after `--`.
     #[arg(last = true)]
     pub envoy_args: Vec<String>,
@@ -64,6 +76,15 @@ pub struct RunConfig {
     pub extra_args: Vec<String>,
     /// `--register`: the instance to keep in the registry while Envoy runs.
     pub register: Option<super::register::Registration>,
+    /// `--auth sigv4` without `--token-file`: how to mint the node token.
+    pub auth: Option<RunAuth>,
+}
+
+/// How `envoy run` obtains its node token.
+#[derive(Clone, Debug)]
+pub struct RunAuth {
+    pub settings: meshplane_client::Settings,
+    pub ttl: Option<Duration>,
 }
 
 // === impl RunConfig ===
@@ -102,14 +123,43 @@ impl RunConfig {
         };
         let envoy = find_envoy(args.envoy_binary.as_deref(), env);
         let register = super::register::Registration::resolve(&args.register)?;
+        let auth_mode = args
+            .auth
+            .clone()
+            .or_else(|| env.get("MESHPLANE_AUTH"))
+            .unwrap_or_else(|| "sigv4".to_owned());
+        let minting = match auth_mode.as_str() {
+            "sigv4" => true,
+            "none" => false,
+            other => {
+                p.push(format!(
+                    "MESHPLANE_AUTH: expected sigv4 or none, got `{other}`"
+                ));
+                false
+            }
+        };
         let bootstrap = match (bootstrap, p.into_result()) {
             (Ok(b), Ok(())) => b,
             (Err(a), Err(b)) => anyhow::bail!("{a}; {b}"),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
+        // The API's settings (credential chain, region, CA bundle): for the node token and
+        // for signing the Cloud Map calls of --register.
+        let ca = bootstrap
+            .xds_tls_ca
+            .as_ref()
+            .filter(|ca| ca.as_str() != super::bootstrap::SYSTEM_CA_FILE)
+            .map(PathBuf::from);
+        let settings = args.api.settings(ca.as_deref(), env)?;
+        let register = register.map(|r| r.with_settings(&settings));
+        let auth = (minting && bootstrap.token_file.is_none()).then_some(RunAuth {
+            settings,
+            ttl: args.token_ttl,
+        });
         Ok(RunConfig {
             bootstrap,
             envoy: envoy?,
+            auth,
             drain_time: Duration::from_secs(drain_s),
             restart_count,
             proxy_uid: args.proxy_uid,
@@ -204,7 +254,40 @@ pub fn run(args: RunArgs, env: &dyn Strings) -> anyhow::Result<ExitCode> {
 }
 
 /// The supervisor loop.
-pub async fn supervise(cfg: RunConfig) -> anyhow::Result<ExitCode> {
+pub async fn supervise(mut cfg: RunConfig) -> anyhow::Result<ExitCode> {
+    let owner = cfg.proxy_uid.map(|uid| (uid, cfg.proxy_gid));
+    // --auth sigv4: the first token before Envoy starts (without it Envoy is only refused),
+    // then renewal in the background for as long as the supervisor runs.
+    let mut _token_file = None;
+    let mut renewer = None;
+    if let Some(auth) = &cfg.auth {
+        let minter = super::token::Minter::new(&auth.settings, &cfg.bootstrap.node, auth.ttl)?;
+        if !minter.is_signed() {
+            eprintln!(
+                "meshplane: no AWS credentials found (environment, profile `{}`): the node \
+                 token request goes unsigned; use --auth none for a control plane without auth",
+                auth.settings.profile
+            );
+        }
+        let minted = minter
+            .mint_with_retry(Some(super::token::FIRST_MINT_ATTEMPTS))
+            .await
+            .context("cannot obtain a node token (--auth none skips it)")?;
+        let path = TempFile::path("token.yaml");
+        super::token::write_token_file(&path, &minted.token, owner)?;
+        eprintln!(
+            "meshplane: node token obtained token_id={} file={}",
+            minted.token_id,
+            path.display()
+        );
+        cfg.bootstrap.token_file = Some(path.display().to_string());
+        let (p, now) = (path.clone(), std::time::SystemTime::now());
+        renewer = Some(tokio::spawn(super::token::renew_forever(
+            minter, p, minted, now, owner,
+        )));
+        _token_file = Some(TempFile(path));
+    }
+    let _renewer = AbortOnDrop(renewer);
     let file = BootstrapFile::write(&cfg)?;
     if let Some(uid) = cfg.proxy_uid {
         // Envoy opens the admin access log itself; as the proxy uid it must own the file.
@@ -298,19 +381,46 @@ pub async fn supervise(cfg: RunConfig) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Aborts the renewal task when the supervisor returns.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// A file of the supervisor's (the token file), removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    /// A fresh path in the temp dir: `meshplane-envoy-<pid>-<nanos>.<suffix>`.
+    fn path(suffix: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::env::temp_dir().join(format!(
+            "meshplane-envoy-{}-{nanos}.{suffix}",
+            std::process::id()
+        ))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The bootstrap written to a private temp file, removed on drop.
 struct BootstrapFile(PathBuf);
 
 impl BootstrapFile {
     fn write(cfg: &RunConfig) -> anyhow::Result<BootstrapFile> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "meshplane-envoy-{}-{nanos}.yaml",
-            std::process::id()
-        ));
+        let path = TempFile::path("yaml");
         std::fs::write(&path, render(&cfg.bootstrap))
             .with_context(|| format!("write bootstrap {}", path.display()))?;
         if let Some(uid) = cfg.proxy_uid {

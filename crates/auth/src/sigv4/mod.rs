@@ -28,9 +28,9 @@
 //!
 //! The caller checks [`Verified::service`] against the API it serves and then authorises.
 
-mod canonical;
+pub(crate) mod canonical;
 pub(crate) mod crypto;
-mod time;
+pub(crate) mod time;
 
 /// Lower-case hex of `bytes` (for fingerprints and ids built on this crate).
 pub fn hex_lower(bytes: &[u8]) -> String {
@@ -443,14 +443,7 @@ impl Verifier {
         }
 
         // Canonical request.
-        let mut creq = String::with_capacity(512);
-        creq.push_str(req.method);
-        creq.push('\n');
-        creq.push_str(&canonical::canonical_uri(req.path));
-        creq.push('\n');
-        let skip = parsed.expires.map(|_| b"X-Amz-Signature".as_slice());
-        creq.push_str(&canonical::canonical_query(&pairs, skip));
-        creq.push('\n');
+        let mut header_lines: Vec<(&str, String)> = Vec::new();
         for name in parsed.signed_headers.split(';') {
             let values: Vec<String> = if name == "host" && !req.headers.contains_key("host") {
                 req.authority.map(str::to_owned).into_iter().collect()
@@ -465,32 +458,26 @@ impl Verifier {
             if values.is_empty() {
                 return Err(invalid(InvalidReason::SignedHeaderAbsent));
             }
-            creq.push_str(name);
-            creq.push(':');
-            creq.push_str(&values.join(","));
-            creq.push('\n');
+            header_lines.push((name, values.join(",")));
         }
-        creq.push('\n');
-        creq.push_str(parsed.signed_headers);
-        creq.push('\n');
-        creq.push_str(&body_hash.to_ascii_lowercase());
-
-        let scope = format!(
-            "{}/{}/{}/{TERMINATOR}",
-            parsed.scope_date, parsed.region, parsed.service
+        let skip = parsed.expires.map(|_| b"X-Amz-Signature".as_slice());
+        let creq = canonical_request(
+            req.method,
+            req.path,
+            &canonical::canonical_query(&pairs, skip),
+            &header_lines,
+            &body_hash.to_ascii_lowercase(),
         );
-        let string_to_sign = format!(
-            "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-            crypto::sha256_hex(creq.as_bytes())
+        let expected = signature_hex(
+            &secret,
+            &Scope {
+                date: parsed.scope_date,
+                region: parsed.region,
+                service: parsed.service,
+            },
+            &amz_date,
+            &creq,
         );
-        let mut key = crypto::hmac_sha256(
-            format!("AWS4{secret}").as_bytes(),
-            parsed.scope_date.as_bytes(),
-        );
-        for part in [parsed.region, parsed.service, TERMINATOR] {
-            key = crypto::hmac_sha256(&key, part.as_bytes());
-        }
-        let expected = crypto::hex(&crypto::hmac_sha256(&key, string_to_sign.as_bytes()));
         if !crypto::constant_time_eq(expected.as_bytes(), parsed.signature.as_bytes()) {
             return Err(invalid(InvalidReason::SignatureMismatch));
         }
@@ -504,6 +491,72 @@ impl Verifier {
             presigned: parsed.expires.is_some(),
         })
     }
+}
+
+/// A credential scope: `<date>/<region>/<service>/aws4_request`.
+pub(crate) struct Scope<'a> {
+    /// `YYYYMMDD`, the first 8 characters of the request's `X-Amz-Date`.
+    pub date: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+/// The canonical request, shared by the verifier and the signer ([`crate::sign`]) so the two
+/// cannot disagree: method, canonical URI, canonical query, one `name:value` line per signed
+/// header (names lower case and sorted, values already canonical), the signed header list
+/// and the payload hash.
+pub(crate) fn canonical_request(
+    method: &str,
+    raw_path: &str,
+    canonical_query: &str,
+    header_lines: &[(&str, String)],
+    body_hash: &str,
+) -> String {
+    let mut creq = String::with_capacity(512);
+    creq.push_str(method);
+    creq.push('\n');
+    creq.push_str(&canonical::canonical_uri(raw_path));
+    creq.push('\n');
+    creq.push_str(canonical_query);
+    creq.push('\n');
+    for (name, value) in header_lines {
+        creq.push_str(name);
+        creq.push(':');
+        creq.push_str(value);
+        creq.push('\n');
+    }
+    creq.push('\n');
+    for (i, (name, _)) in header_lines.iter().enumerate() {
+        if i > 0 {
+            creq.push(';');
+        }
+        creq.push_str(name);
+    }
+    creq.push('\n');
+    creq.push_str(body_hash);
+    creq
+}
+
+/// The hex signature of a canonical request: string to sign, derived key, HMAC.
+pub(crate) fn signature_hex(
+    secret: &str,
+    scope: &Scope<'_>,
+    amz_date: &str,
+    canonical_request: &str,
+) -> String {
+    let scope_text = format!(
+        "{}/{}/{}/{TERMINATOR}",
+        scope.date, scope.region, scope.service
+    );
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope_text}\n{}",
+        crypto::sha256_hex(canonical_request.as_bytes())
+    );
+    let mut key = crypto::hmac_sha256(format!("AWS4{secret}").as_bytes(), scope.date.as_bytes());
+    for part in [scope.region, scope.service, TERMINATOR] {
+        key = crypto::hmac_sha256(&key, part.as_bytes());
+    }
+    crypto::hex(&crypto::hmac_sha256(&key, string_to_sign.as_bytes()))
 }
 
 /// Parses `AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`.

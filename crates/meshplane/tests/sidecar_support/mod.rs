@@ -202,6 +202,9 @@ impl Mesh {
             &[
                 "envoy",
                 "run",
+                // The control plane under test runs without auth (see docs/security.md).
+                "--auth",
+                "none",
                 "--node-id",
                 &node,
                 "--xds-address",

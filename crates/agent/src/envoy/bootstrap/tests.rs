@@ -74,6 +74,7 @@ fn flags_override_variables() {
         xds_api: Some("sotw".into()),
         admin_port: Some(19000),
         admin_address: Some("0.0.0.0".into()),
+        ..BootstrapArgs::default()
     };
     let env = EnvMap::from_pairs([
         ("APPMESH_RESOURCE_ARN", "mesh/x/virtualNode/y"),
@@ -353,4 +354,83 @@ fn render_is_yaml_of_the_value() {
     let text = render(&c);
     let back: serde_json::Value = yaml_serde::from_str(&text).unwrap();
     assert_eq!(back, c.to_value());
+}
+
+fn xds(v: &serde_json::Value) -> serde_json::Value {
+    v["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == XDS_CLUSTER)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn token_file_and_tls_shape_the_xds_cluster() {
+    let plain = xds(
+        &resolve(&[("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n")])
+            .unwrap()
+            .to_value(),
+    );
+    let opts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    assert!(
+        plain["typed_extension_protocol_options"][opts]
+            .get("http_filters")
+            .is_none()
+    );
+    assert!(plain.get("transport_socket").is_none());
+
+    let c = xds(&resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+        ("APPMESH_XDS_ENDPOINT", "cp.example:7443"),
+        ("MESHPLANE_TOKEN_FILE", "/run/meshplane/token.yaml"),
+        ("MESHPLANE_CA_BUNDLE", "/etc/meshplane/ca.pem"),
+    ])
+    .unwrap()
+    .to_value());
+    let filters = &c["typed_extension_protocol_options"][opts]["http_filters"];
+    assert_eq!(filters[0]["name"], "envoy.filters.http.credential_injector");
+    let generic = &filters[0]["typed_config"]["credential"]["typed_config"];
+    assert_eq!(generic["header"], "authorization");
+    assert_eq!(generic["credential"]["name"], TOKEN_SECRET_NAME);
+    assert_eq!(
+        generic["credential"]["sds_config"]["path_config_source"]["path"],
+        "/run/meshplane/token.yaml"
+    );
+    assert_eq!(filters[1]["name"], "envoy.filters.http.upstream_codec");
+    let tls = &c["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"], "cp.example");
+    let v = &tls["common_tls_context"]["validation_context"];
+    assert_eq!(v["trusted_ca"]["filename"], "/etc/meshplane/ca.pem");
+    assert_eq!(
+        v["match_typed_subject_alt_names"],
+        serde_json::json!([{ "san_type": "DNS", "matcher": { "exact": "cp.example" } }])
+    );
+
+    // --xds-tls alone trusts the system CA file; an IP host is matched as an IP SAN, no SNI.
+    let args = BootstrapArgs {
+        node_id: Some("mesh/m/virtualGateway/g".into()),
+        xds_address: Some("10.1.2.3:7081".into()),
+        xds_tls: true,
+        ..BootstrapArgs::default()
+    };
+    let c = xds(&BootstrapConfig::resolve(&args, &EnvMap::default())
+        .unwrap()
+        .to_value());
+    let tls = &c["transport_socket"]["typed_config"];
+    assert!(tls.get("sni").is_none());
+    let v = &tls["common_tls_context"]["validation_context"];
+    assert_eq!(v["trusted_ca"]["filename"], SYSTEM_CA_FILE);
+    assert_eq!(
+        v["match_typed_subject_alt_names"][0]["san_type"],
+        "IP_ADDRESS"
+    );
+
+    let e = resolve(&[
+        ("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/n"),
+        ("MESHPLANE_XDS_TLS", "maybe"),
+    ])
+    .unwrap_err();
+    assert!(e.to_string().contains("MESHPLANE_XDS_TLS"), "{e}");
 }
