@@ -8,7 +8,6 @@
 //! SDKs send them (the CLI and boto3 are exercised in meshplane-compat).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use meshplane_testkit::{
@@ -18,12 +17,19 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One AWS JSON 1.1 call to the registry; returns (status, body).
-async fn cloud_map(api: SocketAddr, op: &str, body: Value) -> (u16, Value) {
+async fn cloud_map(cp: &ControlPlane, op: &str, body: Value) -> (u16, Value) {
+    let api = cp.api_addr();
     let payload = body.to_string();
+    // Signed with the control plane's administrator key, as the AWS CLI would.
+    let signature: String = cp
+        .sigv4_headers("servicediscovery", "POST", "/", payload.as_bytes())
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
         "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-amz-json-1.1\r\n\
          X-Amz-Target: Route53AutoNaming_v20170314.{op}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{payload}",
+         {signature}Connection: close\r\n\r\n{payload}",
         payload.len()
     );
     let io = async {
@@ -47,21 +53,14 @@ async fn cloud_map(api: SocketAddr, op: &str, body: Value) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-async fn ok(api: SocketAddr, op: &str, body: Value) -> Value {
+async fn ok(api: &ControlPlane, op: &str, body: Value) -> Value {
     let (status, v) = cloud_map(api, op, body.clone()).await;
     assert_eq!(status, 200, "{op} {body} -> {status} {v}");
     v
 }
 
-fn api_addr(cp: &ControlPlane) -> SocketAddr {
-    cp.api_url()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("api address")
-}
-
 /// Namespace `apps.local` and service `b` (with custom health); returns the service id.
-async fn registry(api: SocketAddr) -> String {
+async fn registry(api: &ControlPlane) -> String {
     let op = ok(api, "CreateHttpNamespace", json!({"Name": "apps.local"})).await;
     let op = ok(
         api,
@@ -82,7 +81,7 @@ async fn registry(api: SocketAddr) -> String {
         .to_owned()
 }
 
-async fn register(api: SocketAddr, svc: &str, id: &str, backend: &HttpBackend, extra: Value) {
+async fn register(api: &ControlPlane, svc: &str, id: &str, backend: &HttpBackend, extra: Value) {
     let mut attrs = json!({
         "AWS_INSTANCE_IPV4": "127.0.0.1",
         "AWS_INSTANCE_PORT": backend.port().to_string(),
@@ -98,7 +97,7 @@ async fn register(api: SocketAddr, svc: &str, id: &str, backend: &HttpBackend, e
     .await;
 }
 
-async fn set_health(api: SocketAddr, svc: &str, id: &str, status: &str) {
+async fn set_health(api: &ControlPlane, svc: &str, id: &str, status: &str) {
     ok(
         api,
         "UpdateInstanceCustomHealthStatus",
@@ -230,7 +229,7 @@ async fn settle(cp: &ControlPlane, node: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_instances_drive_envoy_endpoints() {
     let cp = ControlPlane::start().await;
-    let api = api_addr(&cp);
+    let api = &cp;
     let svc = registry(api).await;
     let b1 = HttpBackend::start("b1").await;
     let b2 = HttpBackend::start("b2").await;
@@ -356,8 +355,9 @@ async fn registry_instances_drive_envoy_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_instance_disappears_when_its_owner_dies() {
     const TTL: Duration = Duration::from_secs(2);
-    let cp = ControlPlane::start().await;
-    let api = api_addr(&cp);
+    // Shared with the heartbeat task.
+    let cp = std::sync::Arc::new(ControlPlane::start().await);
+    let api = &*cp;
     let svc = registry(api).await;
     let stable = HttpBackend::start("stable").await;
     let leased = HttpBackend::start("leased").await;
@@ -367,6 +367,7 @@ async fn leased_instance_disappears_when_its_owner_dies() {
     // The owner heartbeats by re-registering every TTL/4.
     let owner = {
         let svc = svc.clone();
+        let cp = cp.clone();
         let attrs = json!({
             "AWS_INSTANCE_IPV4": "127.0.0.1",
             "AWS_INSTANCE_PORT": leased.port().to_string(),
@@ -375,7 +376,7 @@ async fn leased_instance_disappears_when_its_owner_dies() {
         tokio::spawn(async move {
             for _ in 0..1000 {
                 ok(
-                    api,
+                    &cp,
                     "RegisterInstance",
                     json!({"ServiceId": svc, "InstanceId": "leased", "Attributes": attrs}),
                 )
@@ -451,14 +452,17 @@ impl Drop for Supervised {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_run_register_keeps_the_instance_while_envoy_runs() {
     let cp = ControlPlane::start().await;
-    let api = api_addr(&cp);
+    let api = &cp;
     let svc = registry(api).await;
     let port = free_port();
     mesh(&cp, port).await;
     let admin_port = free_port();
     let tmp = std::env::temp_dir().join(format!("meshplane-register-{}.log", std::process::id()));
     let child = std::process::Command::new(meshplane_testkit::control_plane::meshplane_binary())
-        .args(["envoy", "run", "--auth", "none"])
+        // Mints its node token and signs its Cloud Map calls with the administrator
+        // profile, like a task with credentials in its environment.
+        .envs(cp.aws_env())
+        .args(["envoy", "run"])
         .args(["--node-id", "mesh/cm/virtualNode/front"])
         .args(["--xds-address", &cp.xds_addr().to_string()])
         .args(["--admin-port", &admin_port.to_string()])

@@ -254,8 +254,6 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .args(["serve", "--data-dir"])
         .arg(d.join("data"))
         .args(["--api-listen", "127.0.0.1:0", "--xds-listen", &xds_listen])
-        // Until the CLI and the agent sign their requests (issue 12, client side).
-        .args(["--auth", "none"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(d.join("serve.log"))?)
@@ -264,6 +262,11 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let stdout = serve.stdout.take().context("serve stdout")?;
     children.push("serve", serve);
     let (api, xds) = read_listen_lines(stdout)?;
+    // Authentication is on, as in production: the CLI signs with the administrator key
+    // `serve` wrote, and each Envoy presents a node token minted with it.
+    let access = Access {
+        data: d.join("data"),
+    };
     let shift_file = d.join("shift-weights.yaml");
     std::fs::write(
         &shift_file,
@@ -273,14 +276,33 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let (driver_cmd, where_) = match &mut net {
         Some(net) => {
-            let hosts = start_netns(net, &exe, &envoy, &xds, &api, &mesh_file, &d, &mut children)?;
+            let hosts = start_netns(
+                net,
+                &exe,
+                &envoy,
+                &xds,
+                &api,
+                &mesh_file,
+                &d,
+                &access,
+                &mut children,
+            )?;
             let mut drv = hosts["front"].command(&exe);
             drv.arg("demo")
                 .args(["--addr", &format!("color.colorapp.local:{APP_PORT}")]);
             (drv, format!("in network namespaces mp-{}-*", net.id()))
         }
         None => {
-            let front = start_loopback(&exe, &envoy, &xds, &api, &mesh_file, &d, &mut children)?;
+            let front = start_loopback(
+                &exe,
+                &envoy,
+                &xds,
+                &api,
+                &mesh_file,
+                &d,
+                &access,
+                &mut children,
+            )?;
             let mut drv = Command::new(&exe);
             drv.arg("demo")
                 .args(["--addr", &format!("{front}:{APP_PORT}")])
@@ -321,15 +343,18 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("meshplane demo: colorapp mesh with real Envoys {where_}");
     println!("  control plane API: {api}   (xDS {xds})");
     println!("  logs: {}", d.display());
+    println!("  credentials: {}", access.shell_env());
     println!("shift weights from another terminal with either of:");
     println!(
-        "  {} apply -f {} --endpoint {api}",
+        "  {} {} apply -f {}",
+        access.shell_env(),
         exe.display(),
         shift_file.display()
     );
     println!(
-        "  aws appmesh update-route --endpoint-url {api} --region us-east-1 --no-sign-request \
+        "  {} aws appmesh update-route \
          --mesh-name colorapp --virtual-router-name color-router --route-name color-route --spec '{}'",
+        access.shell_env(),
         route_spec_json(&[("red", 0), ("blue", 50), ("green", 50)])
     );
     let _ = std::io::stdout().flush();
@@ -339,7 +364,8 @@ fn orchestrate(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &stop,
         &d,
         &format!(
-            "{} apply -f {} --endpoint {api}",
+            "{} {} apply -f {}",
+            access.shell_env(),
             exe.display(),
             shift_file.display()
         ),
@@ -361,6 +387,7 @@ fn start_netns(
     api: &str,
     mesh_file: &Path,
     d: &Path,
+    access: &Access,
     children: &mut Children,
 ) -> anyhow::Result<BTreeMap<&'static str, netns::Host>> {
     let mut hosts = BTreeMap::new();
@@ -371,7 +398,7 @@ fn start_netns(
     }
     net.add_name("color.colorapp.local", net.unassigned(254))?;
     std::fs::write(mesh_file, COLORAPP_YAML)?;
-    apply(exe, api, mesh_file)?;
+    apply(exe, api, mesh_file, access)?;
     for (name, host) in &hosts {
         if *name != "front" {
             let mut b = host.command(exe);
@@ -396,9 +423,11 @@ fn start_netns(
             String::from_utf8_lossy(&out.stderr)
         );
         let mut e = host.command(exe);
-        e.args(["envoy", "run", "--auth", "none", "--node-id"])
-            .arg(format!("mesh/colorapp/virtualNode/{name}"))
-            .args(["--xds-address", xds, "--admin-port", "9901"])
+        e.args(["envoy", "run", "--node-id"])
+            .arg(format!("mesh/colorapp/virtualNode/{name}"));
+        // Minted on the host: the API listens on the host's loopback only.
+        access.envoy_auth(exe, &mut e, name, d, Some(1337))?;
+        e.args(["--xds-address", xds, "--admin-port", "9901"])
             .args(["--proxy-uid", "1337", "--restart-count", "3"])
             .args(["--drain-time-s", "0", "--envoy-binary"])
             .arg(envoy)
@@ -429,6 +458,7 @@ fn start_loopback(
     api: &str,
     mesh_file: &Path,
     d: &Path,
+    access: &Access,
     children: &mut Children,
 ) -> anyhow::Result<std::net::Ipv4Addr> {
     let seed = std::time::SystemTime::now()
@@ -459,7 +489,7 @@ fn start_loopback(
         )?;
     }
     std::fs::write(mesh_file, yaml)?;
-    apply(exe, api, mesh_file)?;
+    apply(exe, api, mesh_file, access)?;
     let admin = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -467,22 +497,21 @@ fn start_loopback(
     e.args([
         "envoy",
         "run",
-        "--auth",
-        "none",
         "--node-id",
         "mesh/colorapp/virtualNode/front",
-    ])
-    .args(["--xds-address", xds, "--admin-port", &admin.to_string()])
-    .args([
-        "--restart-count",
-        "3",
-        "--drain-time-s",
-        "0",
-        "--envoy-binary",
-    ])
-    .arg(envoy)
-    .env("ENVOY_ADMIN_ACCESS_LOG_FILE", d.join("front-admin.log"))
-    .env("ENVOY_LOG_LEVEL", "warning");
+    ]);
+    access.envoy_auth(exe, &mut e, "front", d, None)?;
+    e.args(["--xds-address", xds, "--admin-port", &admin.to_string()])
+        .args([
+            "--restart-count",
+            "3",
+            "--drain-time-s",
+            "0",
+            "--envoy-binary",
+        ])
+        .arg(envoy)
+        .env("ENVOY_ADMIN_ACCESS_LOG_FILE", d.join("front-admin.log"))
+        .env("ENVOY_LOG_LEVEL", "warning");
     children.spawn("front-envoy", e, &d.join("front-envoy.log"))?;
     Ok(front)
 }
@@ -599,10 +628,93 @@ pub fn route_spec_json(weights: &[(&str, u32)]) -> String {
     .to_string()
 }
 
-fn apply(exe: &Path, api: &str, file: &Path) -> anyhow::Result<()> {
+/// The demo control plane's generated credentials (`<data>/credentials`, `<data>/config`,
+/// profile `meshplane`) and, when its ports speak TLS, its CA (`<data>/ca.pem`).
+struct Access {
+    data: PathBuf,
+}
+
+impl Access {
+    /// Points `cmd` (the CLI, `envoy token`) at the generated profile.
+    fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env("AWS_SHARED_CREDENTIALS_FILE", self.data.join("credentials"))
+            .env("AWS_CONFIG_FILE", self.data.join("config"))
+            .env("AWS_PROFILE", "meshplane");
+        // An ambient AWS_CA_BUNDLE would win over the profile's ca_bundle (as in the AWS
+        // CLI); meshplane's own variable wins over both.
+        if let Some(ca) = self.ca() {
+            cmd.env("MESHPLANE_CA_BUNDLE", ca);
+        }
+        cmd
+    }
+
+    /// `<data>/ca.pem` when meshplane's CA issued the ports' certificate (TLS on).
+    fn ca(&self) -> Option<PathBuf> {
+        let ca = self.data.join("ca.pem");
+        ca.exists().then_some(ca)
+    }
+
+    /// The shell prefix that does the same for a user's terminal (`AWS_CA_BUNDLE` for the
+    /// AWS CLI, which reads no MESHPLANE_ variable).
+    fn shell_env(&self) -> String {
+        let mut env = format!(
+            "AWS_SHARED_CREDENTIALS_FILE={0}/credentials AWS_CONFIG_FILE={0}/config AWS_PROFILE=meshplane",
+            self.data.display()
+        );
+        if let Some(ca) = self.ca() {
+            env.push_str(&format!(" AWS_CA_BUNDLE={}", ca.display()));
+        }
+        env
+    }
+
+    /// Mints `node`'s token into `<d>/<node>-token.yaml` (`meshplane envoy token`) and gives
+    /// `envoy run` the file, plus the CA bundle when xDS speaks TLS.
+    fn envoy_auth(
+        &self,
+        exe: &Path,
+        e: &mut Command,
+        node: &str,
+        d: &Path,
+        proxy_uid: Option<u32>,
+    ) -> anyhow::Result<()> {
+        let file = d.join(format!("{node}-token.yaml"));
+        let mut mint = Command::new(exe);
+        self.env(&mut mint)
+            .args([
+                "envoy",
+                "token",
+                "--mesh",
+                "colorapp",
+                "--virtual-node",
+                node,
+            ])
+            .arg("--out")
+            .arg(&file);
+        let out = mint.output().context("run meshplane envoy token")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "meshplane envoy token for {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Envoy runs as the proxy user in the namespaces; the file stays 0600.
+        if let Some(uid) = proxy_uid {
+            std::os::unix::fs::chown(&file, Some(uid), None)
+                .with_context(|| format!("chown {} to uid {uid}", file.display()))?;
+        }
+        e.arg("--token-file").arg(&file);
+        if let Some(ca) = self.ca() {
+            e.arg("--ca-bundle").arg(ca);
+        }
+        Ok(())
+    }
+}
+
+fn apply(exe: &Path, api: &str, file: &Path, access: &Access) -> anyhow::Result<()> {
     let mut last = String::new();
     for _ in 0..20 {
-        let out = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        let out = access
+            .env(&mut cmd)
             .args(["apply", "-f"])
             .arg(file)
             .args(["--endpoint", api])

@@ -1,7 +1,8 @@
 //! The API port's limits against the real `meshplane serve`: slow headers and a stalled
 //! chunked body are cut off at their timeouts, an idle keep-alive connection is closed, the
 //! connection cap refuses (and logs) connection 101, and with the soft file-descriptor limit
-//! raised 2,000 idle connections do not stop `/healthz` or a new ADS stream.
+//! raised 2,000 idle connections do not stop `/healthz` or a new ADS stream. Below
+//! authentication (`--auth none`): the limits hold before any request is read.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -102,7 +103,7 @@ fn nofile_limits(pid: u32) -> (String, String) {
 
 #[tokio::test]
 async fn slow_headers_are_closed_after_the_header_timeout() {
-    let cp = ControlPlane::start_with(&["--api-header-timeout", "1s"]).await;
+    let cp = ControlPlane::start_insecure(&["--api-header-timeout", "1s"]).await;
     let addr = api_addr(&cp);
 
     // Half a request line, then nothing.
@@ -134,7 +135,7 @@ async fn slow_headers_are_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_chunked_body_that_stops_short_gets_408_and_is_closed() {
-    let cp = ControlPlane::start_with(&["--api-body-timeout", "1s"]).await;
+    let cp = ControlPlane::start_insecure(&["--api-body-timeout", "1s"]).await;
     let addr = api_addr(&cp);
 
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -170,8 +171,9 @@ async fn a_chunked_body_that_stops_short_gets_408_and_is_closed() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let cp = ControlPlane::start_with(&["--api-idle-timeout", "1s", "--api-header-timeout", "30s"])
-        .await;
+    let cp =
+        ControlPlane::start_insecure(&["--api-idle-timeout", "1s", "--api-header-timeout", "30s"])
+            .await;
     let addr = api_addr(&cp);
 
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -189,7 +191,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn connections_above_the_cap_are_closed_and_logged() {
-    let cp = ControlPlane::start_with(&[
+    let cp = ControlPlane::start_insecure(&[
         "--api-max-connections",
         "100",
         "--api-idle-timeout",
@@ -271,7 +273,7 @@ async fn two_thousand_idle_connections_starve_neither_healthz_nor_ads() {
         },
     )
     .expect("lower soft limit");
-    let cp = ControlPlane::start_with(&["--api-header-timeout", "60s"]).await;
+    let cp = ControlPlane::start_insecure(&["--api-header-timeout", "60s"]).await;
     setrlimit(
         Resource::Nofile,
         Rlimit {
@@ -355,7 +357,7 @@ fn cpu_time(pid: u32) -> Duration {
 #[tokio::test]
 async fn at_the_descriptor_limit_the_accept_loop_backs_off_and_recovers() {
     use rustix::process::{Pid, Resource, Rlimit, getrlimit, prlimit};
-    let cp = ControlPlane::start_with(&["--api-header-timeout", "60s"]).await;
+    let cp = ControlPlane::start_insecure(&["--api-header-timeout", "60s"]).await;
     let addr = api_addr(&cp);
     // Lower serve's soft limit under the running process: the cap (computed at start) no
     // longer protects it, so accepts fail with EMFILE.

@@ -62,7 +62,7 @@ async fn auth_on_writes_the_files_and_refuses_unsigned_calls() {
 
 #[tokio::test]
 async fn auth_none_warns_and_serves_unsigned_calls() {
-    let cp = ControlPlane::start().await;
+    let cp = ControlPlane::start_insecure(&[]).await;
     let (status, _) = cp.request("GET", "/v20190125/meshes", None).await;
     assert_eq!(status, 200);
     assert!(!cp.credentials_file().exists());

@@ -34,23 +34,19 @@ fn aws_bin() -> PathBuf {
     aws
 }
 
-/// Runs `aws <args>` with no ambient AWS configuration; returns (success, stdout, stderr).
-fn aws(args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
+/// Runs `aws <args>` with no ambient AWS configuration but the administrator key `serve`
+/// issued (`<data-dir>/credentials`, profile `meshplane`); returns (success, stdout, stderr).
+fn aws(cp: &ControlPlane, args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
     let mut cmd = Command::new(aws_bin());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
         .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", cp.credentials_file())
+        .env("AWS_PROFILE", "meshplane")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .args(args)
-        .args([
-            "--no-sign-request",
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ]);
+        .args(["--region", "us-east-1", "--output", "json"]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -73,6 +69,7 @@ async fn aws_cli_over_https_trusts_meshplanes_ca_through_its_bundle() {
     // --ca-bundle.
     let ca_arg = ca.to_str().expect("utf-8 path");
     let (ok, out, err) = aws(
+        &cp,
         &[
             "appmesh",
             "create-mesh",
@@ -90,6 +87,7 @@ async fn aws_cli_over_https_trusts_meshplanes_ca_through_its_bundle() {
 
     // AWS_CA_BUNDLE.
     let (ok, out, err) = aws(
+        &cp,
         &["appmesh", "list-meshes", "--endpoint-url", &endpoint],
         &[("AWS_CA_BUNDLE", &ca)],
     );
@@ -99,6 +97,7 @@ async fn aws_cli_over_https_trusts_meshplanes_ca_through_its_bundle() {
 
     // Without the bundle the CLI refuses meshplane's certificate (it is not a public CA).
     let (ok, _, err) = aws(
+        &cp,
         &["appmesh", "list-meshes", "--endpoint-url", &endpoint],
         &[],
     );
@@ -195,6 +194,7 @@ async fn connection_cap_holds_over_tls() {
                 "GET",
                 "/healthz",
                 None,
+                &[],
                 &ca,
             )
             .await

@@ -1,6 +1,8 @@
 //! The xDS port of a real `meshplane serve` under hostile clients (issue 16): made-up node
 //! ids that come and go leave no metric series and no memory behind, a forged node id
-//! forges no log line, and `--xds-max-connections` caps the connections.
+//! forges no log line, and `--xds-max-connections` caps the connections. These servers run
+//! with `--auth none`: the clients here are what an unauthenticated port must survive (with
+//! authentication on, such streams are refused before any of this; see tests/auth.rs in xds).
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ const ROUNDS: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_node_ids_leave_no_series_and_no_memory_behind() {
     let started = Instant::now();
-    let cp = ControlPlane::start().await;
+    let cp = ControlPlane::start_insecure(&[]).await;
     let baseline = cp.metrics().await.len();
     let mut rss = Vec::new();
     eprintln!("start: rss {} kB", rss_kb(cp.pid()));
@@ -68,7 +70,7 @@ async fn made_up_node_ids_leave_no_series_and_no_memory_behind() {
 
 #[tokio::test]
 async fn a_node_id_with_a_line_break_forges_no_log_line() {
-    let cp = ControlPlane::start().await;
+    let cp = ControlPlane::start_insecure(&[]).await;
     let forged = "2026-12-06T00:00:00.000000Z ERROR meshplane_server: forged";
     let mut c = meshplane_xds::testing::SotwClient::connect(
         cp.xds_addr(),
@@ -93,7 +95,7 @@ async fn a_node_id_with_a_line_break_forges_no_log_line() {
 
 #[tokio::test]
 async fn xds_max_connections_caps_connections_and_frees_slots() {
-    let cp = ControlPlane::start_with(&["--xds-max-connections", "50"]).await;
+    let cp = ControlPlane::start_insecure(&["--xds-max-connections", "50"]).await;
     let mut socks = Vec::new();
     for _ in 0..60 {
         socks.push(tokio::net::TcpStream::connect(cp.xds_addr()).await.unwrap());

@@ -43,7 +43,31 @@ pub struct ControlPlane {
     log: PathBuf,
     http: reqwest::Client,
     data_dir: PathBuf,
+    /// The administrator key `serve` issued (`<data-dir>/credentials`) when authentication
+    /// is on; every request of this harness is then SigV4-signed with it.
+    credentials: Option<meshplane_auth::sign::Credentials>,
     _dir: tempfile::TempDir,
+}
+
+/// The node-token sources of the running authenticated control planes, by xDS address:
+/// [`crate::Envoy::start_with`] mints a token for its node from the control plane it
+/// connects to, the way `meshplane envoy token` does for an operator.
+static TOKEN_SOURCES: std::sync::Mutex<Vec<(SocketAddr, TokenSource)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// How to mint node tokens from one control plane: the `meshplane envoy token` environment.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenSource {
+    pub(crate) env: Vec<(String, PathBuf)>,
+}
+
+/// The token source of the authenticated control plane serving xDS on `xds`, if any.
+pub(crate) fn token_source(xds: SocketAddr) -> Option<TokenSource> {
+    let sources = TOKEN_SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+    sources
+        .iter()
+        .find(|(a, _)| *a == xds)
+        .map(|(_, t)| t.clone())
 }
 
 // === impl ControlPlane ===
@@ -55,21 +79,55 @@ impl ControlPlane {
     }
 
     /// As [`ControlPlane::start`], with extra `serve` flags (e.g. `["--api-max-connections", "100"]`).
-    /// API authentication is off (`--auth none`): the harness's requests are unsigned.
+    ///
+    /// Authentication is on, as `serve`'s default: the first start writes the
+    /// administrator key to [`ControlPlane::credentials_file`] and the profile to
+    /// [`ControlPlane::config_file`]; the JSON helpers of this type sign every request with
+    /// that key, and [`crate::Envoy`]s started against [`ControlPlane::xds_addr`] get a node
+    /// token minted with it (`meshplane envoy token`). `--auth none` in `extra_args` turns
+    /// it off (a later `--auth` wins).
     pub async fn start_with(extra_args: &[&str]) -> ControlPlane {
+        ControlPlane::spawn(extra_args).await
+    }
+
+    /// [`ControlPlane::start_with`] with `--auth sigv4` spelled out.
+    pub async fn start_secure(extra_args: &[&str]) -> ControlPlane {
+        let mut args = vec!["--auth", "sigv4"];
+        args.extend_from_slice(extra_args);
+        ControlPlane::spawn(&args).await
+    }
+
+    /// `serve --auth none` (plus `extra_args`): unsigned requests, unauthenticated ADS
+    /// streams, for tests whose subject is below authentication (raw ADS clients, limits).
+    pub async fn start_insecure(extra_args: &[&str]) -> ControlPlane {
         let mut args = vec!["--auth", "none"];
         args.extend_from_slice(extra_args);
         ControlPlane::spawn(&args).await
     }
 
-    /// `meshplane serve --auth sigv4` with extra flags: the first start writes the
-    /// administrator key to [`ControlPlane::credentials_file`] and the profile to
-    /// [`ControlPlane::config_file`]. The JSON helpers of this type send unsigned requests,
-    /// so they get `MissingAuthenticationTokenException`; sign with the AWS tools.
-    pub async fn start_secure(extra_args: &[&str]) -> ControlPlane {
-        let mut args = vec!["--auth", "sigv4"];
-        args.extend_from_slice(extra_args);
-        ControlPlane::spawn(&args).await
+    /// Whether the API and xDS ports authenticate (`--auth sigv4`, the default).
+    pub fn authenticated(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// The environment that points the AWS CLI, boto3 and `meshplane`'s own CLI and agent at
+    /// this control plane's generated profile (`AWS_SHARED_CREDENTIALS_FILE`,
+    /// `AWS_CONFIG_FILE`, `AWS_PROFILE=meshplane`); empty without authentication.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        if !self.authenticated() {
+            return Vec::new();
+        }
+        vec![
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+                self.credentials_file().display().to_string(),
+            ),
+            (
+                "AWS_CONFIG_FILE".to_owned(),
+                self.config_file().display().to_string(),
+            ),
+            ("AWS_PROFILE".to_owned(), "meshplane".to_owned()),
+        ]
     }
 
     /// `<data-dir>/credentials` (AWS shared-credentials format, profile `meshplane`).
@@ -149,13 +207,22 @@ impl ControlPlane {
                 }
             }
         }
+        // The last `--auth` wins, as in clap.
+        let auth_on = extra_args
+            .iter()
+            .rposition(|a| *a == "--auth")
+            .and_then(|i| extra_args.get(i + 1))
+            .is_none_or(|mode| *mode != "none");
+        let data_dir = dir.path().join("data");
+        let credentials = auth_on.then(|| read_credentials(&data_dir.join("credentials")));
         let cp = ControlPlane {
             child,
             api: api.expect("api address"),
             tls,
             xds: xds.expect("xds address"),
             log,
-            data_dir: dir.path().join("data"),
+            data_dir,
+            credentials,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
@@ -164,7 +231,68 @@ impl ControlPlane {
             _dir: dir,
         };
         cp.wait_healthy().await;
+        if cp.authenticated() {
+            let env = cp
+                .aws_env()
+                .into_iter()
+                .map(|(k, v)| (k, PathBuf::from(v)))
+                .collect();
+            TOKEN_SOURCES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((cp.xds, TokenSource { env }));
+        }
         cp
+    }
+
+    /// The SigV4 headers for `method path` with a JSON `body` (none without authentication).
+    fn signature(&self, method: &str, path: &str, body: &[u8]) -> Vec<(String, String)> {
+        self.sigv4_headers("appmesh", method, path, body)
+    }
+
+    /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-content-sha256`) that sign
+    /// `method path` with `body` for `service` (`appmesh`, or `servicediscovery` for Cloud
+    /// Map) with the administrator key, for tests that write their own requests; empty
+    /// without authentication. The request's `Host` must be [`ControlPlane::api_addr`]
+    /// (`localhost:<port>` over TLS).
+    pub fn sigv4_headers(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Vec<(String, String)> {
+        let Some(creds) = &self.credentials else {
+            return Vec::new();
+        };
+        let uri: http::Uri = format!("{}{path}", self.signing_base())
+            .parse()
+            .unwrap_or_else(|e| panic!("uri for {path}: {e}"));
+        let headers = http::HeaderMap::new();
+        let params = meshplane_auth::sign::SigningParams {
+            region: "us-east-1",
+            service,
+            now: std::time::SystemTime::now(),
+        };
+        meshplane_auth::sign::sign(method, &uri, &headers, body, creds, &params)
+            .unwrap_or_else(|e| panic!("signing {method} {path}: {e}"))
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().expect("signature headers are ASCII").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The scheme and authority requests are signed for (the `Host` they carry).
+    fn signing_base(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}", self.api.port())
+        } else {
+            self.api_url()
+        }
     }
 
     async fn wait_healthy(&self) {
@@ -182,6 +310,7 @@ impl ControlPlane {
                             "GET",
                             "/healthz",
                             None,
+                            &[],
                             ca,
                         )
                         .await
@@ -250,20 +379,33 @@ impl ControlPlane {
 
     /// Any request; returns the status and the JSON body (`Null` when empty or not JSON).
     pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let signature = self.signature(method, path, &bytes);
         if let (true, Some(ca)) = (self.tls, self.ca_pem()) {
-            let body = body.map(|b| b.to_string().into_bytes());
-            let (status, text) =
-                crate::tls::https_request(self.api, "localhost", method, path, body, &ca)
-                    .await
-                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let (status, text) = crate::tls::https_request(
+                self.api,
+                "localhost",
+                method,
+                path,
+                (!bytes.is_empty()).then_some(bytes),
+                &signature,
+                &ca,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
             return (status, serde_json::from_str(&text).unwrap_or(Value::Null));
         }
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.api_url()));
-        if let Some(b) = body {
-            req = req.json(&b);
+        for (k, v) in &signature {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if !bytes.is_empty() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
         let resp = req
             .send()
@@ -440,10 +582,36 @@ impl ControlPlane {
     }
 }
 
+/// `aws_access_key_id`/`aws_secret_access_key` of `[meshplane]` in a credentials file.
+fn read_credentials(path: &Path) -> meshplane_auth::sign::Credentials {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "reading {} (serve writes it on first start): {e}",
+            path.display()
+        )
+    });
+    let value = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{key} missing in {}", path.display()))
+    };
+    meshplane_auth::sign::Credentials {
+        access_key_id: value("aws_access_key_id"),
+        secret_access_key: value("aws_secret_access_key"),
+        session_token: None,
+    }
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        TOKEN_SOURCES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(a, _)| *a != self.xds);
         if std::thread::panicking() {
             eprintln!(
                 "---- meshplane serve log (last 60 lines, {}) ----\n{}\n----",

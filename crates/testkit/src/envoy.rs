@@ -53,6 +53,10 @@ pub struct EnvoyOptions {
     /// the bootstrap's xDS cluster gets an `UpstreamTlsContext` (added by the testkit, not
     /// by the agent).
     pub xds_tls_ca: Option<PathBuf>,
+    /// The node token file (`meshplane envoy bootstrap --token-file`). Left `None` against
+    /// an authenticated [`crate::ControlPlane`], [`Envoy::start_with`] mints one for
+    /// `node_id` with the control plane's administrator key (`meshplane envoy token`).
+    pub token_file: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -66,6 +70,7 @@ impl EnvoyOptions {
             env: Vec::new(),
             hosts_file: None,
             xds_tls_ca: None,
+            token_file: None,
         }
     }
 }
@@ -91,11 +96,19 @@ impl Envoy {
     }
 
     /// Starts Envoy with explicit options.
-    pub fn start_with(opts: EnvoyOptions) -> Envoy {
+    pub fn start_with(mut opts: EnvoyOptions) -> Envoy {
         let dir = tempfile::Builder::new()
             .prefix("meshplane-e2e-envoy-")
             .tempdir()
             .expect("temp dir");
+        if opts.token_file.is_none()
+            && let Some(source) = crate::control_plane::token_source(opts.xds)
+        {
+            let file = dir.path().join("xds-token.yaml");
+            if mint_token(&source, &opts.node_id, &file) {
+                opts.token_file = Some(file);
+            }
+        }
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let bootstrap = dir.path().join("bootstrap.yaml");
         let yaml = bootstrap_yaml(&opts, admin, &dir.path().join("admin_access.log"));
@@ -338,6 +351,9 @@ pub fn bootstrap_yaml(opts: &EnvoyOptions, admin: SocketAddr, admin_log: &Path) 
         .args(["envoy", "bootstrap", "--node-id", &opts.node_id])
         .args(["--xds-address", &opts.xds.to_string(), "--xds-api", api])
         .args(["--admin-port", &admin.port().to_string()]);
+    if let Some(token) = &opts.token_file {
+        cmd.arg("--token-file").arg(token);
+    }
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -352,6 +368,35 @@ pub fn bootstrap_yaml(opts: &EnvoyOptions, admin: SocketAddr, admin_log: &Path) 
         Some(ca) => with_xds_tls(&yaml, ca),
         None => yaml,
     }
+}
+
+/// Mints a node token for `node_id` into `file` with `meshplane envoy token`, signed with
+/// the control plane's administrator profile (what an operator or a cron job runs).
+fn mint_token(source: &crate::control_plane::TokenSource, node_id: &str, file: &Path) -> bool {
+    let parts: Vec<&str> = node_id.split('/').collect();
+    let (mesh, kind_flag, name) = match parts.as_slice() {
+        ["mesh", mesh, "virtualNode", name] => (*mesh, "--virtual-node", *name),
+        ["mesh", mesh, "virtualGateway", name] => (*mesh, "--virtual-gateway", *name),
+        // Not a node id meshplane mints for: no token, so the stream is refused.
+        _ => return false,
+    };
+    let bin = crate::control_plane::meshplane_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.env_clear()
+        .envs(source.env.iter().map(|(k, v)| (k, v)))
+        .args(["envoy", "token", "--mesh", mesh, kind_flag, name])
+        .arg("--out")
+        .arg(file);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }
 
 /// `yaml` with an `UpstreamTlsContext` on the `meshplane_xds` cluster: verify the server as

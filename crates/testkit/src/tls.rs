@@ -39,6 +39,7 @@ pub async fn https_request(
     method: &str,
     path: &str,
     body: Option<Vec<u8>>,
+    headers: &[(String, String)],
     ca_pem: &Path,
 ) -> Result<(u16, String), String> {
     let config = client_config(ca_pem, &[b"http/1.1"])?;
@@ -51,9 +52,15 @@ pub async fn https_request(
         .await
         .map_err(|e| format!("tls handshake: {e}"))?;
     let body = body.unwrap_or_default();
+    // The port is part of `Host` (as every HTTP client sends it): SigV4 signs it.
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {server_name}:{}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+        addr.port(),
         body.len()
     );
     tls.write_all(head.as_bytes())
