@@ -27,7 +27,6 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(data.path())
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"])
-            .args(["--auth", "none"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -62,6 +61,15 @@ impl Server {
         let mut child = Command::new(BIN)
             .args(args)
             .env("MESHPLANE_ENDPOINT", &self.endpoint)
+            // Signed with the administrator key `serve` wrote on first start.
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self._data.path().join("credentials"),
+            )
+            .env("AWS_PROFILE", "meshplane")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

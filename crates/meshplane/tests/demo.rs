@@ -81,8 +81,23 @@ fn run_demo(mode: &str) {
                 None if before.len() < 5 => before.push(w),
                 None => {
                     let cmd = apply_cmd.clone().expect("no apply command printed");
-                    let argv: Vec<&str> = cmd.split_whitespace().collect();
-                    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+                    // `KEY=VALUE ... meshplane apply -f FILE`: the demo's credentials first.
+                    let words: Vec<&str> = cmd.split_whitespace().collect();
+                    let split = words
+                        .iter()
+                        .position(|w| !w.contains('='))
+                        .expect("a command after the variables");
+                    let (env, argv) = words.split_at(split);
+                    assert!(
+                        env.iter()
+                            .any(|e| e.starts_with("AWS_SHARED_CREDENTIALS_FILE=")),
+                        "the printed command carries the demo's credentials: {cmd}"
+                    );
+                    let out = Command::new(argv[0])
+                        .args(&argv[1..])
+                        .envs(env.iter().filter_map(|e| e.split_once('=')))
+                        .output()
+                        .unwrap();
                     assert!(out.status.success(), "{cmd}: {out:?}");
                     applied_at = Some(Instant::now());
                 }
@@ -178,7 +193,10 @@ fn demo_stops_everything_on_ctrl_c() {
             std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err()
         };
         assert!(
-            refused(api.trim_start_matches("http://")),
+            refused(
+                api.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+            ),
             "{mode}: API still up"
         );
         assert!(

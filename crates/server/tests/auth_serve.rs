@@ -43,12 +43,18 @@ async fn auth_on_writes_the_files_and_refuses_unsigned_calls() {
         "/meshplane/v1/proxy-config?node=mesh/m/virtualNode/n",
         "/no/such/path",
     ] {
-        let (status, body) = cp.request("GET", path, None).await;
+        let (status, body) = cp.request_unsigned("GET", path, None).await;
         assert_eq!(status, 403, "{path}: {body}");
         assert_eq!(body["message"], "Missing Authentication Token", "{path}");
     }
+    // The same calls signed with the generated administrator key pass.
+    let (status, body) = cp.request("GET", "/v20190125/meshes", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cp.request("GET", "/meshplane/v1/access-keys", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accessKeys"][0]["name"], "admin", "{body}");
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let (status, _) = cp.request("GET", path, None).await;
+        let (status, _) = cp.request_unsigned("GET", path, None).await;
         assert!(status == 200 || status == 503, "{path} {status}");
     }
     let log = cp.log();

@@ -378,9 +378,34 @@ impl ControlPlane {
     }
 
     /// Any request; returns the status and the JSON body (`Null` when empty or not JSON).
+    /// Signed with the administrator key when authentication is on.
     pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.send(method, path, body, true).await
+    }
+
+    /// [`ControlPlane::request`] without a signature, as an anonymous caller sends it.
+    pub async fn request_unsigned(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.send(method, path, body, false).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        sign: bool,
+    ) -> (u16, Value) {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let signature = self.signature(method, path, &bytes);
+        let signature = if sign {
+            self.signature(method, path, &bytes)
+        } else {
+            Vec::new()
+        };
         if let (true, Some(ca)) = (self.tls, self.ca_pem()) {
             let (status, text) = crate::tls::https_request(
                 self.api,
