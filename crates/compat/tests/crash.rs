@@ -179,10 +179,16 @@ async fn acknowledged_writes_survive_sigkill() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
+    let http = {
+        // reqwest is built with `rustls-no-provider` in workspace builds (see
+        // meshplane-client): install ring's provider before building a client.
+        #[allow(deprecated)] // ring is the workspace's only provider
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+    }
+    .timeout(Duration::from_secs(10))
+    .build()
+    .expect("http client");
     let mut ledger: Ledger = BTreeMap::new();
     // 6 meshes per round: lift the 15-meshes quota.
     // Durability of the store is the subject, not authentication: plain HTTP writes.

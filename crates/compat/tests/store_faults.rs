@@ -18,11 +18,17 @@ use serde_json::{Value, json};
 /// Store faults are the subject, not authentication: these servers take plain HTTP.
 const NO_AUTH: [&str; 2] = ["--auth", "none"];
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .expect("http client")
+    {
+        // reqwest is built with `rustls-no-provider` in workspace builds (see
+        // meshplane-client): install ring's provider before building a client.
+        #[allow(deprecated)] // ring is the workspace's only provider
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+    }
+    .timeout(Duration::from_secs(10))
+    .no_proxy()
+    .build()
+    .expect("http client")
 }
 
 /// Status, `x-amzn-ErrorType` and JSON body of one request.

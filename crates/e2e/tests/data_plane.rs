@@ -135,7 +135,7 @@ async fn spread(t: &Target, path: &str, n: usize) -> std::collections::BTreeMap<
 
 /// Cloud Map namespace `ns`, service `svc`, and one instance per backend on `127.0.0.1`.
 async fn cloud_map_instances(cp: &ControlPlane, ns: &str, svc: &str, backends: &[&HttpBackend]) {
-    let api: SocketAddr = cp.api_url().trim_start_matches("http://").parse().unwrap();
+    let api = cp;
     let op = cloud_map(api, "CreateHttpNamespace", json!({"Name": ns})).await;
     let op = cloud_map(
         api,
@@ -164,28 +164,12 @@ async fn cloud_map_instances(cp: &ControlPlane, ns: &str, svc: &str, backends: &
     }
 }
 
-/// One AWS JSON 1.1 call to the registry (must answer 200).
-async fn cloud_map(api: SocketAddr, op: &str, body: Value) -> Value {
-    let payload = body.to_string();
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: Route53AutoNaming_v20170314.{op}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{payload}",
-        payload.len()
-    );
-    let mut s = tokio::net::TcpStream::connect(api)
-        .await
-        .expect("connect api");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("registry answers")
-        .expect("read");
-    let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.1 200"), "{op} {body}: {text}");
-    let b = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(b).unwrap_or(Value::Null)
+/// One AWS JSON 1.1 call to the registry (must answer 200), signed with the control
+/// plane's administrator key.
+async fn cloud_map(cp: &ControlPlane, op: &str, body: Value) -> Value {
+    let (status, v) = cp.cloud_map(op, body.clone()).await;
+    assert_eq!(status, 200, "{op} {body}: {v}");
+    v
 }
 
 // ---------------------------------------------------------------- circuit breaking

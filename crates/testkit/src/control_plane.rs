@@ -223,7 +223,7 @@ impl ControlPlane {
             log,
             data_dir,
             credentials,
-            http: reqwest::Client::builder()
+            http: crate::http_client_builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -436,6 +436,32 @@ impl ControlPlane {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// One Cloud Map (AWS JSON 1.1) call to the registry on the API port, signed for
+    /// `servicediscovery` when authentication is on; returns the status and the JSON body.
+    pub async fn cloud_map(&self, operation: &str, body: Value) -> (u16, Value) {
+        let payload = body.to_string();
+        let signature = self.sigv4_headers("servicediscovery", "POST", "/", payload.as_bytes());
+        let mut req = self
+            .http
+            .post(format!("{}/", self.api_url()))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-amz-json-1.1")
+            .header(
+                "x-amz-target",
+                format!("Route53AutoNaming_v20170314.{operation}"),
+            )
+            .body(payload);
+        for (k, v) in &signature {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Cloud Map {operation}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -146,7 +146,7 @@ impl Envoy {
             admin,
             log,
             opts,
-            http: reqwest::Client::builder()
+            http: crate::http_client_builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
                 .build()

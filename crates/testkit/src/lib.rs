@@ -22,6 +22,18 @@
 //! itself. Every wait is bounded and fails with a message naming what it waited for.
 #![forbid(unsafe_code)]
 
+/// `reqwest::Client::builder()` after installing rustls's ring provider for the process.
+///
+/// reqwest is built with `rustls-no-provider` in this workspace (meshplane-client trusts
+/// meshplane's CA through rustls on ring, never aws-lc-rs), and Cargo unifies that feature
+/// into every test binary of a workspace build: any reqwest client built before a provider
+/// is installed panics. Every harness client goes through here.
+#[allow(deprecated)] // ring is the workspace's only provider (see meshplane-server tls.rs)
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 pub mod collector;
 pub mod control_plane;
 pub mod envoy;

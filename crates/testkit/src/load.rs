@@ -80,7 +80,7 @@ impl Target {
     }
 
     fn with_pool(service: &str, via: SocketAddr, idle: usize) -> Target {
-        let client = reqwest::Client::builder()
+        let client = crate::http_client_builder()
             .no_proxy()
             .resolve(service, via)
             .timeout(CLIENT_TIMEOUT)

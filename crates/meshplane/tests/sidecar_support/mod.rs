@@ -93,7 +93,10 @@ impl Mesh {
             .arg(dir.path().join("data"))
             .args(["--api-listen", "127.0.0.1:0", "--xds-listen"])
             .arg(format!("{}:0", net.gateway()))
-            .args(["--auth", "none"])
+            // Interception is the subject: plain API and xDS (`--tls auto` would turn TLS on,
+            // xDS listens on the bridge), no tokens. The demo runs the same namespaces with
+            // authentication and TLS on.
+            .args(["--auth", "none", "--tls", "off"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
             .process_group(0)
