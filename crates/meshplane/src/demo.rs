@@ -451,6 +451,7 @@ fn start_netns(
 /// front address. The colors run without sidecars: the translator binds every ingress
 /// listener to port 15000 and every local app cluster to `127.0.0.1:<port>`, so only one
 /// workload per host can have an ingress sidecar.
+#[allow(clippy::too_many_arguments)]
 fn start_loopback(
     exe: &Path,
     envoy: &Path,
