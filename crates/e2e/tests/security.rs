@@ -41,8 +41,8 @@ const STEP: Duration = Duration::from_secs(20);
 /// Hard cap on each load loop (revocation, then key deletion).
 const LOAD_CAP: Duration = Duration::from_secs(40);
 /// The lifetime `envoy run` asks for in the key-deletion round: renewal (at 2/3) comes
-/// about 6 s after the mint, after the key is gone.
-const SHORT_TTL: &str = "9s";
+/// about 8 s after the mint, well after the key is gone.
+const SHORT_TTL: &str = "12s";
 
 const MESH: &str = "m";
 const FRONT: &str = "mesh/m/virtualNode/front";
