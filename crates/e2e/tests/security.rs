@@ -432,6 +432,8 @@ where
 async fn closed_and_refused(admin_shell: &Shell, admin: &Admin, envoy: &Proc, tid: &str) {
     wait_for("the revoked stream to leave proxy-status", STEP, || async {
         let proxies = admin_shell.proxies().await;
+        // The impostor of round c (running meanwhile) never has a stream.
+        assert!(proxies.iter().all(|p| p["node"] != OTHER), "{proxies:?}");
         match proxies.iter().find(|p| p["tokenId"] == tid) {
             None => Ok(()),
             Some(p) => Err(p.to_string()),
@@ -696,6 +698,11 @@ async fn securing_a_mesh_end_to_end() {
     assert!(
         n.iter().all(|n| *n > 0),
         "requests before/during/after revocation: {n:?}"
+    );
+    let log = cp.log();
+    assert!(
+        log.contains("refusing unauthenticated ads stream"),
+        "the server refused the reconnect"
     );
     eprintln!("revocation under load: {n:?} requests before/during/after, 0 failed ({a:?}..{b:?})");
 
