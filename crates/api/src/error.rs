@@ -26,11 +26,20 @@ pub enum ErrorCode {
     InternalServerError,
     /// 503: the store is unavailable.
     ServiceUnavailable,
+    /// 403: the request carries no signature (meshplane's SigV4 layer, as AWS answers).
+    MissingAuthenticationToken,
+    /// 403: the signing access key is unknown or deleted.
+    UnrecognizedClient,
+    /// 403: the signature does not verify (wrong secret, altered or expired request, wrong
+    /// region or service).
+    InvalidSignature,
+    /// 403: the key's policy does not allow the action on the resource.
+    AccessDenied,
 }
 
 impl ErrorCode {
     /// All codes.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -41,13 +50,21 @@ impl ErrorCode {
         ErrorCode::TooManyRequests,
         ErrorCode::InternalServerError,
         ErrorCode::ServiceUnavailable,
+        ErrorCode::MissingAuthenticationToken,
+        ErrorCode::UnrecognizedClient,
+        ErrorCode::InvalidSignature,
+        ErrorCode::AccessDenied,
     ];
 
     /// The HTTP status of the error shape.
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::LimitExceeded | ErrorCode::TooManyTags => 400,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::MissingAuthenticationToken
+            | ErrorCode::UnrecognizedClient
+            | ErrorCode::InvalidSignature
+            | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::ResourceInUse => 409,
             ErrorCode::TooManyRequests => 429,
@@ -69,6 +86,10 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TooManyRequestsException",
             ErrorCode::InternalServerError => "InternalServerErrorException",
             ErrorCode::ServiceUnavailable => "ServiceUnavailableException",
+            ErrorCode::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorCode::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorCode::InvalidSignature => "InvalidSignatureException",
+            ErrorCode::AccessDenied => "AccessDeniedException",
         }
     }
 
@@ -143,6 +164,11 @@ mod tests {
             Some(ErrorCode::NotFound)
         );
         let statuses: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.http_status()).collect();
-        assert_eq!(statuses, [400, 403, 404, 409, 409, 400, 400, 429, 500, 503]);
+        assert_eq!(
+            statuses,
+            [
+                400, 403, 404, 409, 409, 400, 400, 429, 500, 503, 403, 403, 403, 403
+            ]
+        );
     }
 }

@@ -215,7 +215,7 @@ fn table(answer: &Value) -> String {
 }
 
 /// Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, days-to-civil).
-fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -1,6 +1,7 @@
-//! The kubectl-style CLI verbs (`apply`, `get`, `describe`, `delete`, `export`, and
-//! `proxy-status` / `proxy-config`): they read documents (see `docs/cli.md`), talk to a running
-//! control plane through `meshplane-client`, and print one line per resource.
+//! The kubectl-style CLI verbs (`apply`, `get`, `describe`, `delete`, `export`,
+//! `proxy-status` / `proxy-config`, `access-keys` and `node-tokens`): they read documents (see
+//! `docs/cli.md`), talk to a running control plane through `meshplane-client`, and print one
+//! line per resource.
 //!
 //! ```text
 //!   apply -f ─▶ document::parse ─▶ plan::apply_order ─▶ describe ─▶ create | update | (unchanged)
@@ -16,6 +17,7 @@ pub mod access_keys;
 mod apply;
 pub mod document;
 mod get;
+pub mod node_tokens;
 pub mod plan;
 pub mod proxy;
 
@@ -48,6 +50,8 @@ pub enum CliCommand {
     /// Create, list, delete or rotate meshplane-issued access keys (SigV4 credentials with
     /// an IAM-style policy).
     AccessKeys(access_keys::AccessKeysArgs),
+    /// Mint or revoke the node-bound tokens Envoys present on their xDS streams.
+    NodeTokens(node_tokens::NodeTokensArgs),
 }
 
 /// Where the control plane's API is and how to sign for it: the AWS credential chain
@@ -246,6 +250,7 @@ impl CliCommand {
             CliCommand::Delete(a) => apply::delete(&client(&a.connect)?, &a).await,
             CliCommand::Export(a) => get::export(&client(&a.connect)?, &a.mesh, a.output).await,
             CliCommand::AccessKeys(a) => access_keys::run(a).await,
+            CliCommand::NodeTokens(a) => node_tokens::run(a).await,
         }
     }
 }

@@ -117,6 +117,7 @@ pub fn status(args: ProxyStatusArgs) -> anyhow::Result<ExitCode> {
             "EDS",
             "LDS",
             "RDS",
+            "TOKEN",
             "LAST NACK",
         ]
         .map(String::from)
@@ -154,6 +155,9 @@ pub fn status(args: ProxyStatusArgs) -> anyhow::Result<ExitCode> {
             type_state(get("eds")).into(),
             type_state(get("lds")).into(),
             type_state(get("rds")).into(),
+            // The token the stream authenticated with (what `node-tokens revoke` takes);
+            // `-` when the control plane runs without authentication.
+            p["tokenId"].as_str().unwrap_or("-").to_owned(),
             last_nack,
         ]);
     }

@@ -90,6 +90,14 @@ impl Client {
         .await
     }
 
+    /// `DELETE /meshplane/v1/node-tokens/<tokenId>`: revokes a token; the server ends its
+    /// live xDS streams and refuses it from then on. The answer holds `tokenId` and
+    /// `expiresAt` (when the revocation record may be forgotten).
+    pub async fn revoke_node_token(&self, token_id: &str) -> Result<Value, ClientError> {
+        let path = format!("/meshplane/v1/node-tokens/{}", encode_segment(token_id));
+        self.send(Method::DELETE, &path, vec![], None).await
+    }
+
     /// A signed `GET` of `path` (already percent-encoded) with `query` (values encoded
     /// here), answering the JSON body (proxy status and config).
     pub async fn get_json(

@@ -321,6 +321,13 @@ async fn errors_carry_code_from_header_body_or_status_and_the_message() {
         ),
         (503, None, "upstream down".to_owned()),
         (418, Some("SomethingNew"), String::new()),
+        (
+            403,
+            Some("AccessDeniedException"),
+            json!({"message": "User: dev is not authorized to perform: appmesh:ListMeshes on resource: *"})
+                .to_string(),
+        ),
+        (403, Some("UnrecognizedClientException"), json!({"message": "x"}).to_string()),
     ])
     .await;
     let id = ResourceId::mesh("m");
@@ -342,6 +349,14 @@ async fn errors_carry_code_from_header_body_or_status_and_the_message() {
     );
     let e = client.describe(&id).await.unwrap_err();
     assert!(matches!(e, ClientError::Api { status: 418, .. }), "{e:?}");
+    // The SigV4 layer's refusals keep their AWS names (not a generic ForbiddenException).
+    let e = client.describe(&id).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "AccessDeniedException: User: dev is not authorized to perform: appmesh:ListMeshes on resource: *"
+    );
+    let e = client.describe(&id).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnrecognizedClient));
 }
 
 #[tokio::test]

@@ -80,6 +80,9 @@ pub fn write_config(
     let mut text =
         format!("[profile {PROFILE}]\nregion = {region}\nendpoint_url = {scheme}://{reachable}\n");
     if let Some(ca) = ca_bundle {
+        // Tools resolve a relative `ca_bundle` against their own working directory, so a
+        // `--data-dir ./data` would only work from where `serve` was started.
+        let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.to_path_buf());
         text.push_str(&format!("ca_bundle = {}\n", ca.display()));
     }
     let path = data_dir.join("config");
@@ -94,4 +97,33 @@ pub fn usage_line(data_dir: &Path) -> String {
         "AWS_SHARED_CREDENTIALS_FILE={0}/credentials AWS_CONFIG_FILE={0}/config AWS_PROFILE={PROFILE} aws appmesh list-meshes",
         dir.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profile_names_the_ca_bundle_by_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let api: SocketAddr = "0.0.0.0:7080".parse().unwrap();
+        let path = write_config(
+            dir.path(),
+            "eu-west-1",
+            "https",
+            api,
+            Some(Path::new("data/ca.pem")),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[profile meshplane]\nregion = eu-west-1\nendpoint_url = https://127.0.0.1:7080\n\
+                 ca_bundle = {}\n",
+                cwd.join("data/ca.pem").display()
+            )
+        );
+    }
 }
