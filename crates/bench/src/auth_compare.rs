@@ -38,8 +38,11 @@ struct Variant {
     api: Api,
     writes: Samples,
     reads: Samples,
-    /// Server CPU seconds spent during this variant's phases.
+    /// Server CPU seconds spent during this variant's write phases.
     cpu_s: f64,
+    /// Server CPU seconds spent during its read phases (no reconciliation follows a read, so
+    /// this is the per-request cost of the HTTP path, auth included).
+    read_cpu_s: f64,
     /// The bench's own CPU seconds during this variant's phases (signing happens here).
     bench_cpu_s: f64,
     /// Writes per second of each round, in round order.
@@ -157,6 +160,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<bool> {
             writes: Samples::default(),
             reads: Samples::default(),
             cpu_s: 0.0,
+            read_cpu_s: 0.0,
             bench_cpu_s: 0.0,
             round_writes_per_s: Vec::new(),
         });
@@ -177,11 +181,13 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<bool> {
             v.round_writes_per_s
                 .push(round1(w.latencies.len() as f64 / w.elapsed.as_secs_f64()));
             v.writes.add(w);
+            let cpu_between = v.server.usage().cpu_s;
+            v.cpu_s += cpu_between - cpu_before;
             if args.read_seconds > 0.0 {
                 v.reads
                     .add(reads(&v.api, &mesh, args.writers, read_for).await?);
             }
-            v.cpu_s += v.server.usage().cpu_s - cpu_before;
+            v.read_cpu_s += v.server.usage().cpu_s - cpu_between;
             v.bench_cpu_s += usage(std::process::id()).cpu_s - bench_before;
         }
     }
@@ -197,16 +203,21 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<bool> {
             json!(v.api.conflicts.load(std::sync::atomic::Ordering::Relaxed)),
         );
         r.insert("round_writes_per_s".into(), json!(v.round_writes_per_s));
-        r.insert("server_cpu_s".into(), json!(round3(v.cpu_s)));
-        let requests = (v.writes.latencies.len() + v.reads.latencies.len()).max(1);
+        r.insert("server_cpu_s".into(), json!(round3(v.cpu_s + v.read_cpu_s)));
+        let per = |cpu: f64, n: usize| json!(round3(cpu * 1000.0 / n.max(1) as f64));
         r.insert(
-            "server_cpu_ms_per_request".into(),
-            json!(round3(v.cpu_s * 1000.0 / requests as f64)),
+            "server_cpu_ms_per_write".into(),
+            per(v.cpu_s, v.writes.latencies.len()),
         );
+        r.insert(
+            "server_cpu_ms_per_read".into(),
+            per(v.read_cpu_s, v.reads.latencies.len()),
+        );
+        let requests = v.writes.latencies.len() + v.reads.latencies.len();
         r.insert("bench_cpu_s".into(), json!(round3(v.bench_cpu_s)));
         r.insert(
             "bench_cpu_ms_per_request".into(),
-            json!(round3(v.bench_cpu_s * 1000.0 / requests as f64)),
+            per(v.bench_cpu_s, requests),
         );
         for e in v.writes.errors.iter().chain(&v.reads.errors).take(1) {
             eprintln!(
@@ -287,7 +298,8 @@ fn ratios(results: &Map<String, Value>) -> Map<String, Value> {
             "reads_per_s",
             "read_p50_ms",
             "read_p99_ms",
-            "server_cpu_ms_per_request",
+            "server_cpu_ms_per_write",
+            "server_cpu_ms_per_read",
             "bench_cpu_ms_per_request",
         ] {
             let (a, b) = (r[key].as_f64(), base[key].as_f64());
@@ -296,6 +308,30 @@ fn ratios(results: &Map<String, Value>) -> Map<String, Value> {
             {
                 m.insert(key.into(), json!(round3(a / b)));
             }
+        }
+        // Rounds pair the variants in time, so the median of the per-round ratios is the
+        // least noise-sensitive figure on a shared machine.
+        let rounds = |r: &Value| -> Vec<f64> {
+            r["round_writes_per_s"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        let mut per_round: Vec<f64> = rounds(r)
+            .iter()
+            .zip(rounds(base))
+            .filter(|(_, b)| *b > 0.0)
+            .map(|(a, b)| a / b)
+            .collect();
+        per_round.sort_by(f64::total_cmp);
+        if !per_round.is_empty() {
+            let mid = per_round.len() / 2;
+            let median = if per_round.len().is_multiple_of(2) {
+                (per_round[mid - 1] + per_round[mid]) / 2.0
+            } else {
+                per_round[mid]
+            };
+            m.insert("writes_per_s_round_median".into(), json!(round3(median)));
         }
         out.insert(label.clone(), Value::Object(m));
     }
@@ -316,6 +352,7 @@ fn print_table(variants: &[Variant], results: &Map<String, Value>, ratios: &Map<
     for key in [
         "writes",
         "writes_per_s",
+        "writes_per_s_round_median",
         "write_p50_ms",
         "write_p99_ms",
         "write_max_ms",
@@ -326,12 +363,19 @@ fn print_table(variants: &[Variant], results: &Map<String, Value>, ratios: &Map<
         "read_p50_ms",
         "read_p99_ms",
         "read_errors",
-        "server_cpu_ms_per_request",
+        "server_cpu_ms_per_write",
+        "server_cpu_ms_per_read",
         "bench_cpu_ms_per_request",
     ] {
         let mut line = format!("{key:<28}");
         for l in &labels {
-            line.push_str(&format!(" {:>12}", results[*l][key].to_string()));
+            let v = &results[*l][key];
+            let cell = if v.is_null() {
+                String::new()
+            } else {
+                v.to_string()
+            };
+            line.push_str(&format!(" {cell:>12}"));
         }
         for l in labels.iter().filter(|l| **l != "none") {
             let r = ratios
