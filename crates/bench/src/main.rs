@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod auth_compare;
 mod mesh;
 mod proxy;
 mod rng;

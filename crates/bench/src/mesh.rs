@@ -23,6 +23,8 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use meshplane_auth::sign::{Credentials, SigningParams, sign};
+
 use crate::rng::Rng;
 
 /// Port of every node and router listener.
@@ -77,6 +79,14 @@ pub struct Api {
     http: reqwest::Client,
     /// 409 "modified concurrently" answers seen (and retried) by [`Api::call`].
     pub conflicts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `Some`: every request is SigV4-signed (a server with `--auth sigv4`).
+    signer: Option<std::sync::Arc<Signer>>,
+}
+
+/// SigV4 credentials and the region requests are scoped to.
+pub struct Signer {
+    credentials: Credentials,
+    region: String,
 }
 
 // === impl Mesh ===
@@ -658,17 +668,49 @@ impl Registry {
 // === impl Api ===
 
 impl Api {
-    /// A client for `base` (`http://host:port`).
+    /// A client for `base` (`http://host:port`), unsigned.
     pub fn new(base: &str) -> anyhow::Result<Api> {
+        Api::secured(base, None, None)
+    }
+
+    /// A client for `base` (`http://` or `https://host:port`) that signs every request with
+    /// `signer` when given and trusts only `ca_pem` when given (meshplane's own CA).
+    pub fn secured(
+        base: &str,
+        signer: Option<Signer>,
+        ca_pem: Option<&std::path::Path>,
+    ) -> anyhow::Result<Api> {
+        // With rustls in reqwest (for `https://`), every client needs the provider.
+        install_ring_provider();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64);
+        if let Some(path) = ca_pem {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
         Ok(Api {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(64)
-                .build()?,
+            http: builder.build()?,
             conflicts: Default::default(),
+            signer: signer.map(std::sync::Arc::new),
         })
+    }
+
+    /// Builds, signs (when the client signs) and sends one request. `service` is the
+    /// signing service: `appmesh` for App Mesh and `/meshplane/v1/*`, `servicediscovery`
+    /// for Cloud Map.
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        service: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut request = builder.build()?;
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut request, service)?;
+        }
+        Ok(self.http.execute(request).await?)
     }
 
     /// One request; fails on a non-2xx answer.
@@ -681,10 +723,12 @@ impl Api {
         let mut attempt = 0u32;
         loop {
             let resp = self
-                .http
-                .request(m.clone(), format!("{}{path}", self.base))
-                .json(&body)
-                .send()
+                .send(
+                    self.http
+                        .request(m.clone(), format!("{}{path}", self.base))
+                        .json(&body),
+                    "appmesh",
+                )
                 .await
                 .with_context(|| format!("{method} {path}"))?;
             let status = resp.status();
@@ -712,12 +756,14 @@ impl Api {
         let mut attempt = 0u32;
         loop {
             let resp = self
-                .http
-                .post(format!("{}/", self.base))
-                .header("X-Amz-Target", format!("Route53AutoNaming_v20170314.{op}"))
-                .header("Content-Type", "application/x-amz-json-1.1")
-                .body(body.to_string())
-                .send()
+                .send(
+                    self.http
+                        .post(format!("{}/", self.base))
+                        .header("X-Amz-Target", format!("Route53AutoNaming_v20170314.{op}"))
+                        .header("Content-Type", "application/x-amz-json-1.1")
+                        .body(body.to_string()),
+                    "servicediscovery",
+                )
                 .await
                 .with_context(|| format!("Cloud Map {op}"))?;
             let status = resp.status();
@@ -737,9 +783,7 @@ impl Api {
     /// GET returning JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
+            .send(self.http.get(format!("{}{path}", self.base)), "appmesh")
             .await
             .with_context(|| format!("GET {path}"))?;
         let status = resp.status();
@@ -750,12 +794,26 @@ impl Api {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// GET returning the status and the `x-amzn-ErrorType` header (the AWS exception name),
+    /// whatever the status.
+    pub async fn probe(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let resp = self
+            .send(self.http.get(format!("{}{path}", self.base)), "appmesh")
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let name = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((resp.status().as_u16(), name))
+    }
+
     /// GET returning text.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         Ok(self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
+            .send(self.http.get(format!("{}{path}", self.base)), "appmesh")
             .await?
             .text()
             .await?)
@@ -773,4 +831,85 @@ impl Api {
         }
         Ok(())
     }
+}
+
+// === impl Signer ===
+
+impl Signer {
+    /// Any key: a server with `--auth none` ignores the signature (the control variant that
+    /// measures the client's signing alone).
+    pub fn new(access_key_id: &str, secret_access_key: &str, region: &str) -> Signer {
+        Signer {
+            credentials: Credentials {
+                access_key_id: access_key_id.to_owned(),
+                secret_access_key: secret_access_key.to_owned(),
+                session_token: None,
+            },
+            region: region.to_owned(),
+        }
+    }
+
+    /// The profile's key from an AWS shared-credentials file (what `serve` writes to
+    /// `<data-dir>/credentials` on its first start with auth on).
+    pub fn from_credentials_file(
+        path: &std::path::Path,
+        profile: &str,
+        region: &str,
+    ) -> anyhow::Result<Signer> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let (mut id, mut secret, mut in_profile) = (None, None, false);
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                in_profile = name.trim() == profile;
+            } else if in_profile && let Some((k, v)) = line.split_once('=') {
+                match k.trim() {
+                    "aws_access_key_id" => id = Some(v.trim().to_owned()),
+                    "aws_secret_access_key" => secret = Some(v.trim().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let (Some(access_key_id), Some(secret_access_key)) = (id, secret) else {
+            bail!("{} has no key for profile {profile}", path.display());
+        };
+        Ok(Signer {
+            credentials: Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: None,
+            },
+            region: region.to_owned(),
+        })
+    }
+
+    /// Adds the SigV4 headers, signing the URL exactly as reqwest sends it.
+    fn sign(&self, request: &mut reqwest::Request, service: &str) -> anyhow::Result<()> {
+        let uri: http::Uri = request.url().as_str().parse()?;
+        let body = request.body().and_then(|b| b.as_bytes()).unwrap_or(b"");
+        let params = SigningParams {
+            region: &self.region,
+            service,
+            now: std::time::SystemTime::now(),
+        };
+        let added = sign(
+            request.method().as_str(),
+            &uri,
+            request.headers(),
+            body,
+            &self.credentials,
+            &params,
+        )?;
+        request.headers_mut().extend(added);
+        Ok(())
+    }
+}
+
+/// reqwest is built with rustls but without a crypto provider (the workspace never builds
+/// aws-lc-rs), and panics building a client without one: ring's is installed for the process; a second install fails harmlessly. rustls
+/// deprecates ring's provider only for lacking post-quantum key exchange, which meshplane's
+/// server does not offer either.
+#[allow(deprecated)]
+fn install_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

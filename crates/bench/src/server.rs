@@ -13,6 +13,9 @@ use anyhow::{Context, bail};
 /// How long the child may take to print its addresses.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The region the bench's servers run in (`--region`), which signed requests are scoped to.
+pub const REGION: &str = "us-east-1";
+
 /// A `meshplane serve` child.
 pub struct ServerProcess {
     bin: PathBuf,
@@ -21,6 +24,19 @@ pub struct ServerProcess {
     pub api: SocketAddr,
     pub xds: SocketAddr,
     log: String,
+    security: Security,
+    /// Whether the child announced `listening api https://…`.
+    pub tls: bool,
+}
+
+/// How the child authenticates and encrypts: the xDS benchmarks run `--auth none` with TLS
+/// off (the default), `api --auth-compare` runs one child per combination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// `--auth sigv4` (the administrator key is then in `<data-dir>/credentials`).
+    pub auth: bool,
+    /// `--tls on` with meshplane's own CA (`<data-dir>/ca.pem`).
+    pub tls: bool,
 }
 
 /// Resource usage of a process.
@@ -39,6 +55,11 @@ pub struct Usage {
 impl ServerProcess {
     /// Starts `bin serve` on `127.0.0.1:0` with a fresh data directory.
     pub fn start(bin: &Path, log: &str) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(bin, log, Security::default())
+    }
+
+    /// Starts `bin serve` on `127.0.0.1:0` with a fresh data directory and `security`.
+    pub fn start_with(bin: &Path, log: &str, security: Security) -> anyhow::Result<ServerProcess> {
         let dir = tempfile::Builder::new()
             .prefix("meshplane-bench-")
             .tempdir()?;
@@ -49,6 +70,8 @@ impl ServerProcess {
             api: ([127, 0, 0, 1], 0).into(),
             xds: ([127, 0, 0, 1], 0).into(),
             log: log.to_owned(),
+            security,
+            tls: false,
         };
         s.spawn()?;
         Ok(s)
@@ -67,7 +90,9 @@ impl ServerProcess {
             .args(["--api-listen", &self.api.to_string()])
             .args(["--xds-listen", &self.xds.to_string()])
             .args(["--log", &self.log])
-            .args(["--auth", "none"])
+            .args(["--auth", if self.security.auth { "sigv4" } else { "none" }])
+            .args(["--tls", if self.security.tls { "on" } else { "off" }])
+            .args(["--region", REGION])
             .args(["--quota-virtual-nodes", big])
             .args(["--quota-virtual-services", big])
             .args(["--quota-virtual-routers", big])
@@ -96,6 +121,10 @@ impl ServerProcess {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("listening api http://") {
                         api = a.trim().parse().ok();
+                        self.tls = false;
+                    } else if let Some(a) = line.strip_prefix("listening api https://") {
+                        api = a.trim().parse().ok();
+                        self.tls = true;
                     } else if let Some(a) = line.strip_prefix("listening xds ") {
                         xds = a.trim().parse().ok();
                     }
@@ -116,9 +145,15 @@ impl ServerProcess {
         Ok(())
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS on).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
+    }
+
+    /// The child's data directory (`credentials`, `ca.pem`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The child's pid.

@@ -191,3 +191,64 @@ fn api_bench_disjoint_writers_see_no_conflict() {
     assert!(v["disjoint_writes"].as_u64().unwrap() > 0, "{v:#}");
     assert!(v["disjoint_writes_per_s"].is_number(), "{v:#}");
 }
+
+/// `api --auth-compare` (with TLS): every variant's server is started, the signed ones
+/// refuse an unsigned request, and the same writes and reads succeed on all of them, signed
+/// with the generated administrator key and over TLS trusting `ca.pem`. No timing asserted.
+#[test]
+fn api_bench_auth_compare_signs_every_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_meshplane-bench"))
+        .args([
+            "api",
+            "--auth-compare",
+            "--with-tls",
+            "--virtual-nodes",
+            "12",
+            "--writers",
+            "4",
+            "--rounds",
+            "2",
+            "--round-seconds",
+            "0.5",
+            "--read-seconds",
+            "0.3",
+        ])
+        .arg("--meshplane")
+        .arg(meshplane_testkit::control_plane::meshplane_binary())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run meshplane-bench api --auth-compare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "meshplane-bench api --auth-compare failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sigv4/none"), "{stdout}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["mode"], "auth-compare", "{v:#}");
+    assert_eq!(v["unsigned_refused"], true, "{v:#}");
+    for variant in ["none", "sigv4", "sigv4+tls"] {
+        let r = &v["variants"][variant];
+        assert!(r["writes"].as_u64().unwrap() > 0, "{variant}: {v:#}");
+        assert!(r["reads"].as_u64().unwrap() > 0, "{variant}: {v:#}");
+        assert_eq!(r["write_errors"], 0, "{variant}: {v:#}");
+        assert_eq!(r["read_errors"], 0, "{variant}: {v:#}");
+        assert_eq!(r["write_conflicts"], 0, "{variant}: {v:#}");
+        assert_eq!(
+            r["round_writes_per_s"].as_array().map(Vec::len),
+            Some(2),
+            "{variant}: {v:#}"
+        );
+        assert!(v["mesh_create"][variant]["seconds"].is_number(), "{v:#}");
+    }
+    for variant in ["sigv4", "sigv4+tls"] {
+        assert!(
+            v["ratio_to_none"][variant]["writes_per_s"].is_number(),
+            "{variant}: {v:#}"
+        );
+    }
+}
