@@ -113,6 +113,7 @@ pub mod output;
 mod pb;
 pub mod route;
 pub mod snapshot;
+mod tls;
 mod virtual_gateway;
 mod virtual_node;
 
@@ -308,6 +309,10 @@ pub(crate) struct Ctx<'a> {
     pub ingress_ports: std::collections::BTreeSet<u32>,
     /// Ports the egress listener binds in explicit mode.
     pub egress_ports: std::collections::BTreeSet<u32>,
+    /// While one backend is translated: its name and its effective client policy TLS
+    /// (own, else `backendDefaults`), `None` when TLS is not enforced. Read by the egress
+    /// cluster builder, which applies it per target port.
+    pub backend_tls: (String, Option<meshplane_model::common::ClientPolicyTls>),
     pub out: ProxyConfig,
 }
 
@@ -330,6 +335,7 @@ impl<'a> Ctx<'a> {
             mesh: snap.mesh.clone().unwrap_or_default(),
             ingress_ports: Default::default(),
             egress_ports: Default::default(),
+            backend_tls: Default::default(),
             out: ProxyConfig::default(),
         }
     }

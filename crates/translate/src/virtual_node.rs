@@ -14,9 +14,14 @@
 //! listener does not bind, so a caller reaches the node's port directly; the ingress clusters
 //! then point at [`crate::TranslateOptions::app_address`] when set.
 //!
-//! The node's access log is attached to every filter chain. Listener TLS is not translated
-//! yet: a `STRICT` listener is not served at all (fail closed), a `PERMISSIVE` one is served in
-//! plaintext; both with a diagnostic.
+//! The node's access log is attached to every filter chain. Listener TLS (file certificates,
+//! see [`crate::tls`]): `STRICT` puts a `DownstreamTlsContext` on the port's filter chain
+//! (`ingress_<proto>_<port>_tls`); `PERMISSIVE` adds it as a second chain matched on
+//! `transport_protocol: tls`, next to the plaintext chain, with `tls_inspector` running for
+//! that port only; `DISABLED` is plaintext. `validation` requires a client certificate
+//! (mutual TLS). SDS and ACM certificates are not translated yet: a `STRICT` listener is then
+//! not served at all (fail closed), a `PERMISSIVE` one is served in plaintext; both with a
+//! diagnostic.
 
 use std::collections::BTreeSet;
 
@@ -29,7 +34,7 @@ use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
 use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol, TlsMode};
 use meshplane_model::virtual_node::Listener as NodeListener;
 
-use crate::listener::{Routes, hcm, original_dst, tcp_proxy};
+use crate::listener::{Routes, hcm, original_dst, tcp_proxy, tls_inspector_on};
 use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb, route};
 
 /// Stat prefix of the ingress HTTP connection managers and TCP proxies.
@@ -78,6 +83,8 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
     let node = ctx.node;
     let mut chains = Vec::new();
     let mut seen = BTreeSet::new();
+    // Ports of PERMISSIVE listeners, where `tls_inspector` must run.
+    let mut inspect: Vec<u32> = Vec::new();
     let mut listeners: Vec<&NodeListener> = node.listeners().iter().collect();
     listeners.sort_by_key(|l| l.port_mapping.port);
     for l in listeners {
@@ -106,32 +113,45 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             );
             continue;
         }
-        // TLS is not translated yet. Fail closed: a STRICT listener must never accept
-        // plaintext, so it is not served at all; PERMISSIVE accepts plaintext by definition.
-        match l.tls.as_ref().map(|t| &t.mode) {
-            Some(TlsMode::Disabled) | None => {}
-            Some(TlsMode::Permissive) => ctx.diag(
-                Severity::Warning,
-                DiagnosticCode::TlsNotTranslated,
-                Some(ctx.node_id()),
-                format!(
-                    "listener {} {}: TLS is not translated yet; PERMISSIVE listener served in plaintext only",
-                    pm.protocol, pm.port
-                ),
-            ),
-            Some(mode) => {
-                ctx.diag(
-                    Severity::Error,
-                    DiagnosticCode::TlsNotTranslated,
-                    Some(ctx.node_id()),
-                    format!(
-                        "listener {} {}: TLS mode {mode} is not translated yet; listener not served rather than served in plaintext",
-                        pm.protocol, pm.port
-                    ),
-                );
-                continue;
+        // TLS: STRICT serves TLS only, PERMISSIVE TLS and plaintext on the same port (two
+        // filter chains told apart by `tls_inspector`), DISABLED plaintext. Sources not
+        // translated yet fail closed: STRICT is not served at all; PERMISSIVE accepts
+        // plaintext by definition and is served in plaintext only.
+        let http = cluster::is_http(&pm.protocol);
+        let (tls_socket, plaintext) = match l.tls.as_ref() {
+            None => (None, true),
+            Some(t) if t.mode == TlsMode::Disabled => (None, true),
+            Some(t) => {
+                let strict = t.mode != TlsMode::Permissive;
+                match crate::tls::downstream(t, http) {
+                    Ok(s) => (Some(s), !strict),
+                    Err(why) if strict => {
+                        ctx.diag(
+                            Severity::Error,
+                            DiagnosticCode::TlsNotTranslated,
+                            Some(ctx.node_id()),
+                            format!(
+                                "listener {} {}: TLS mode {}: {why}; listener not served rather than served in plaintext",
+                                pm.protocol, pm.port, t.mode
+                            ),
+                        );
+                        continue;
+                    }
+                    Err(why) => {
+                        ctx.diag(
+                            Severity::Warning,
+                            DiagnosticCode::TlsNotTranslated,
+                            Some(ctx.node_id()),
+                            format!(
+                                "listener {} {}: TLS mode PERMISSIVE: {why}; served in plaintext only",
+                                pm.protocol, pm.port
+                            ),
+                        );
+                        (None, true)
+                    }
+                }
             }
-        }
+        };
         let c = cluster::ingress_cluster(ctx, l);
         let cluster_name = c.name.clone();
         ctx.add_cluster(c);
@@ -171,15 +191,39 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             )
         };
         ctx.ingress_ports.insert(pb::clamp_u32(pm.port));
-        chains.push(FilterChain {
-            name: format!("ingress_{}_{}", pm.protocol, pm.port),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(pb::u32v(pm.port)),
+        let name = format!("ingress_{}_{}", pm.protocol, pm.port);
+        if let Some(socket) = tls_socket {
+            if plaintext {
+                // PERMISSIVE: the inspector tells TLS from plaintext on this port only.
+                inspect.push(pb::clamp_u32(pm.port));
+            }
+            chains.push(FilterChain {
+                name: format!("{name}_tls"),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(pb::u32v(pm.port)),
+                    transport_protocol: if plaintext {
+                        "tls".to_owned()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                }),
+                filters: vec![filter.clone()],
+                transport_socket: Some(socket),
                 ..Default::default()
-            }),
-            filters: vec![filter],
-            ..Default::default()
-        });
+            });
+        }
+        if plaintext {
+            chains.push(FilterChain {
+                name,
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(pb::u32v(pm.port)),
+                    ..Default::default()
+                }),
+                filters: vec![filter],
+                ..Default::default()
+            });
+        }
     }
     if chains.is_empty() {
         return;
@@ -189,7 +233,9 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
         name: names::ingress_listener(port),
         address: Some(listen_address(ctx, port)),
         filter_chains: chains,
-        listener_filters: vec![original_dst()],
+        listener_filters: std::iter::once(original_dst())
+            .chain(inspect.iter().map(|p| tls_inspector_on(*p as i32)))
+            .collect(),
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };

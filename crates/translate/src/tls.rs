@@ -1,0 +1,218 @@
+//! App Mesh TLS as Envoy transport sockets: listener `tls` (a `DownstreamTlsContext` on the
+//! ingress filter chain) and client policy `tls` (an `UpstreamTlsContext` on egress clusters).
+//!
+//! Only **file** certificates and file trust are translated in this slice: their paths become
+//! `DataSource.filename`s that Envoy reads (and watches) on the proxy's host. Certificates and
+//! trust from `sds` or `acm` return an error message instead of a context; the callers then
+//! fail closed (a listener is not served, a backend is withheld) and report it, so TLS the
+//! spec asks for is never replaced by plaintext.
+//!
+//! Semantics reproduced from App Mesh:
+//! - listener `validation` means mutual TLS: the client must present a certificate that
+//!   chains to the trust and, when `subjectAlternativeNames` is given, carries one of them;
+//! - a client policy without `subjectAlternativeNames` verifies the server certificate
+//!   against the target node's service-discovery name (the DNS `hostname`, or
+//!   `<serviceName>.<namespaceName>` for Cloud Map), App Mesh's documented certificate
+//!   requirement; Envoy's DNS SAN matching honours wildcard certificates (`*.ns.local`);
+//! - the same name is sent as SNI (App Mesh gave no SNI knob);
+//! - exact SANs match DNS and URI SANs (App Mesh's SPIFFE identities are URI SANs).
+
+use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
+    TlsCertificate, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use meshplane_model::VirtualNodeSpec;
+use meshplane_model::common::{
+    ClientPolicyTls, ClientTlsCertificate, ListenerTls, ListenerTlsCertificate,
+    ListenerTlsValidationTrust, SubjectAlternativeNames, TlsValidationTrust,
+};
+use meshplane_model::virtual_node::ServiceDiscovery;
+
+use crate::pb;
+
+/// Name of Envoy's TLS transport socket.
+const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+
+fn file(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_owned())),
+        ..Default::default()
+    }
+}
+
+fn file_certificate(chain: &str, key: &str) -> TlsCertificate {
+    TlsCertificate {
+        certificate_chain: Some(file(chain)),
+        private_key: Some(file(key)),
+        ..Default::default()
+    }
+}
+
+/// SAN matchers: every exact name as a DNS and as a URI SAN.
+fn san_matchers(names: &[String]) -> Vec<SubjectAltNameMatcher> {
+    use subject_alt_name_matcher::SanType;
+    names
+        .iter()
+        .flat_map(|n| {
+            [SanType::Dns, SanType::Uri].map(|t| SubjectAltNameMatcher {
+                san_type: t as i32,
+                matcher: Some(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact(n.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+fn sans(s: Option<&SubjectAlternativeNames>) -> Option<&[String]> {
+    s.map(|s| s.match_.exact.as_slice())
+}
+
+fn validation(trust_chain: &str, names: &[String]) -> common_tls_context::ValidationContextType {
+    common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
+        trusted_ca: Some(file(trust_chain)),
+        match_typed_subject_alt_names: san_matchers(names),
+        ..Default::default()
+    })
+}
+
+/// Wraps a TLS context message into Envoy's TLS transport socket.
+fn socket<T: prost::Name + prost::Message>(ctx: &T) -> TransportSocket {
+    TransportSocket {
+        name: TLS_SOCKET.to_owned(),
+        config_type: Some(ConfigType::TypedConfig(pb::any(ctx))),
+    }
+}
+
+/// The downstream transport socket of a node or gateway listener whose `tls` is `t`
+/// (whatever its mode; the caller decides where it applies). `http` offers ALPN `h2` and
+/// `http/1.1`. `Err` says why it cannot be translated (SDS, ACM).
+pub(crate) fn downstream(t: &ListenerTls, http: bool) -> Result<TransportSocket, String> {
+    let cert = match &t.certificate {
+        ListenerTlsCertificate::File(f) => file_certificate(&f.certificate_chain, &f.private_key),
+        ListenerTlsCertificate::Sds(s) => {
+            return Err(format!(
+                "certificate from SDS secret `{}` is not translated yet",
+                s.secret_name
+            ));
+        }
+        ListenerTlsCertificate::Acm(a) => {
+            return Err(format!(
+                "ACM certificate `{}` is not translated yet (map it to a file certificate)",
+                a.certificate_arn
+            ));
+        }
+    };
+    let validation_context = match &t.validation {
+        None => None,
+        Some(v) => match &v.trust {
+            ListenerTlsValidationTrust::File(f) => Some(validation(
+                &f.certificate_chain,
+                sans(v.subject_alternative_names.as_ref()).unwrap_or(&[]),
+            )),
+            ListenerTlsValidationTrust::Sds(s) => {
+                return Err(format!(
+                    "validation trust from SDS secret `{}` is not translated yet",
+                    s.secret_name
+                ));
+            }
+        },
+    };
+    let ctx = DownstreamTlsContext {
+        require_client_certificate: validation_context.as_ref().map(|_| pb::boolv(true)),
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![cert],
+            validation_context_type: validation_context,
+            alpn_protocols: if http {
+                vec!["h2".to_owned(), "http/1.1".to_owned()]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(socket(&ctx))
+}
+
+/// Whether client policy `t` makes TLS apply to a cluster on target port `port`:
+/// `enforce` (default true) and `ports` (absent or empty = every port).
+pub(crate) fn applies(t: &ClientPolicyTls, port: i64) -> bool {
+    t.enforce.unwrap_or(true)
+        && t.ports
+            .as_ref()
+            .is_none_or(|ps| ps.is_empty() || ps.contains(&port))
+}
+
+/// Checks that client policy `t` uses only translated sources (file trust, file client
+/// certificate); `Err` says what is not translated yet.
+pub(crate) fn check_client(t: &ClientPolicyTls) -> Result<(), String> {
+    match &t.validation.trust {
+        TlsValidationTrust::File(_) => {}
+        TlsValidationTrust::Sds(s) => {
+            return Err(format!(
+                "validation trust from SDS secret `{}` is not translated yet",
+                s.secret_name
+            ));
+        }
+        TlsValidationTrust::Acm(a) => {
+            return Err(format!(
+                "ACM private CA trust {:?} is not translated yet (map it to a file trust)",
+                a.certificate_authority_arns
+            ));
+        }
+    }
+    match &t.certificate {
+        None | Some(ClientTlsCertificate::File(_)) => Ok(()),
+        Some(ClientTlsCertificate::Sds(s)) => Err(format!(
+            "client certificate from SDS secret `{}` is not translated yet",
+            s.secret_name
+        )),
+    }
+}
+
+/// The name a target node's certificate must carry when a client policy names no SANs, as
+/// App Mesh required: its DNS hostname, or `<serviceName>.<namespaceName>` for Cloud Map.
+pub(crate) fn discovery_name(target: &VirtualNodeSpec) -> Option<String> {
+    match target.service_discovery.as_ref()? {
+        ServiceDiscovery::Dns(d) => Some(d.hostname.trim().to_owned()),
+        ServiceDiscovery::AwsCloudMap(c) => {
+            Some(format!("{}.{}", c.service_name, c.namespace_name))
+        }
+    }
+}
+
+/// The upstream transport socket of an egress cluster to `target` under client policy `t`
+/// (which [`check_client`] accepted; anything else yields `None`).
+pub(crate) fn upstream(t: &ClientPolicyTls, target: &VirtualNodeSpec) -> Option<TransportSocket> {
+    let TlsValidationTrust::File(trust) = &t.validation.trust else {
+        return None;
+    };
+    let discovered = discovery_name(target);
+    let names: Vec<String> = match sans(t.validation.subject_alternative_names.as_ref()) {
+        Some(n) => n.to_vec(),
+        None => discovered.iter().cloned().collect(),
+    };
+    let tls_certificates = match &t.certificate {
+        None => Vec::new(),
+        Some(ClientTlsCertificate::File(f)) => {
+            vec![file_certificate(&f.certificate_chain, &f.private_key)]
+        }
+        Some(ClientTlsCertificate::Sds(_)) => return None,
+    };
+    let ctx = UpstreamTlsContext {
+        sni: discovered.unwrap_or_default(),
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates,
+            validation_context_type: Some(validation(&trust.certificate_chain, &names)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Some(socket(&ctx))
+}
