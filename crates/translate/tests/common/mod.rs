@@ -446,6 +446,10 @@ pub fn write_fixture_certs(dir: &std::path::Path) {
     for name in FIXTURE_CERTS {
         let ck = rcgen::generate_simple_self_signed(vec![format!("{name}.demo.local")]).unwrap();
         std::fs::write(certs.join(format!("{name}.pem")), ck.cert.pem()).unwrap();
-        std::fs::write(certs.join(format!("{name}.key")), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(
+            certs.join(format!("{name}.key")),
+            ck.signing_key.serialize_pem(),
+        )
+        .unwrap();
     }
 }
