@@ -19,6 +19,7 @@
 
 use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
     TlsCertificate, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
@@ -27,7 +28,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher}
 use meshplane_model::VirtualNodeSpec;
 use meshplane_model::common::{
     ClientPolicyTls, ClientTlsCertificate, ListenerTls, ListenerTlsCertificate,
-    ListenerTlsValidationTrust, SubjectAlternativeNames, TlsValidationTrust,
+    ListenerTlsValidationTrust, SubjectAlternativeNames, TlsMode, TlsValidationTrust,
 };
 use meshplane_model::virtual_node::ServiceDiscovery;
 
@@ -138,6 +139,79 @@ pub(crate) fn downstream(t: &ListenerTls, http: bool) -> Result<TransportSocket,
         ..Default::default()
     };
     Ok(socket(&ctx))
+}
+
+/// How a listener is served under its `tls`.
+pub(crate) struct ListenerPlan {
+    /// The TLS transport socket (STRICT, PERMISSIVE).
+    pub socket: Option<TransportSocket>,
+    /// Whether plaintext is accepted too (PERMISSIVE, DISABLED, no `tls`).
+    pub plaintext: bool,
+}
+
+/// A listener `tls` that cannot be translated: `strict` (so the listener must not be
+/// served at all) and why.
+pub(crate) struct NotTranslated {
+    pub strict: bool,
+    pub why: String,
+}
+
+/// The plan for a listener with `tls` (`http`: an HTTP-family listener, which offers ALPN).
+/// An unknown mode is treated as STRICT: fail closed.
+pub(crate) fn listener_plan(
+    t: Option<&ListenerTls>,
+    http: bool,
+) -> Result<ListenerPlan, NotTranslated> {
+    let plain = ListenerPlan {
+        socket: None,
+        plaintext: true,
+    };
+    let Some(t) = t else { return Ok(plain) };
+    if t.mode == TlsMode::Disabled {
+        return Ok(plain);
+    }
+    let strict = t.mode != TlsMode::Permissive;
+    match downstream(t, http) {
+        Ok(socket) => Ok(ListenerPlan {
+            socket: Some(socket),
+            plaintext: !strict,
+        }),
+        Err(why) => Err(NotTranslated { strict, why }),
+    }
+}
+
+/// The filter chains of one listener port under `plan`: a TLS chain (named `<name>_tls`,
+/// matched on `transport_protocol: tls` when plaintext is accepted too) and/or the
+/// plaintext chain `<name>`. `m` is the port's own match (destination port, or none).
+pub(crate) fn filter_chains(
+    name: &str,
+    m: Option<FilterChainMatch>,
+    filters: Vec<Filter>,
+    plan: ListenerPlan,
+) -> Vec<FilterChain> {
+    let mut out = Vec::new();
+    if let Some(socket) = plan.socket {
+        let mut tm = m.clone().unwrap_or_default();
+        if plan.plaintext {
+            tm.transport_protocol = "tls".to_owned();
+        }
+        out.push(FilterChain {
+            name: format!("{name}_tls"),
+            filter_chain_match: (tm != FilterChainMatch::default()).then_some(tm),
+            filters: filters.clone(),
+            transport_socket: Some(socket),
+            ..Default::default()
+        });
+    }
+    if plan.plaintext {
+        out.push(FilterChain {
+            name: name.to_owned(),
+            filter_chain_match: m,
+            filters,
+            ..Default::default()
+        });
+    }
+    out
 }
 
 /// Whether client policy `t` makes TLS apply to a cluster on target port `port`:

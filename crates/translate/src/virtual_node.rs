@@ -26,12 +26,10 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{
-    AdditionalAddress, FilterChain, FilterChainMatch, Listener,
-};
+use envoy_types::pb::envoy::config::listener::v3::{AdditionalAddress, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
-use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol, TlsMode};
+use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol};
 use meshplane_model::virtual_node::Listener as NodeListener;
 
 use crate::listener::{Routes, hcm, original_dst, tcp_proxy, tls_inspector_on};
@@ -117,38 +115,37 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
         // filter chains told apart by `tls_inspector`), DISABLED plaintext. Sources not
         // translated yet fail closed: STRICT is not served at all; PERMISSIVE accepts
         // plaintext by definition and is served in plaintext only.
-        let http = cluster::is_http(&pm.protocol);
-        let (tls_socket, plaintext) = match l.tls.as_ref() {
-            None => (None, true),
-            Some(t) if t.mode == TlsMode::Disabled => (None, true),
-            Some(t) => {
-                let strict = t.mode != TlsMode::Permissive;
-                match crate::tls::downstream(t, http) {
-                    Ok(s) => (Some(s), !strict),
-                    Err(why) if strict => {
-                        ctx.diag(
-                            Severity::Error,
-                            DiagnosticCode::TlsNotTranslated,
-                            Some(ctx.node_id()),
-                            format!(
-                                "listener {} {}: TLS mode {}: {why}; listener not served rather than served in plaintext",
-                                pm.protocol, pm.port, t.mode
-                            ),
-                        );
-                        continue;
-                    }
-                    Err(why) => {
-                        ctx.diag(
-                            Severity::Warning,
-                            DiagnosticCode::TlsNotTranslated,
-                            Some(ctx.node_id()),
-                            format!(
-                                "listener {} {}: TLS mode PERMISSIVE: {why}; served in plaintext only",
-                                pm.protocol, pm.port
-                            ),
-                        );
-                        (None, true)
-                    }
+        let plan = match crate::tls::listener_plan(l.tls.as_ref(), cluster::is_http(&pm.protocol)) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let mode = l
+                    .tls
+                    .as_ref()
+                    .map(|t| t.mode.to_string())
+                    .unwrap_or_default();
+                let (severity, outcome) = if e.strict {
+                    (
+                        Severity::Error,
+                        "listener not served rather than served in plaintext",
+                    )
+                } else {
+                    (Severity::Warning, "served in plaintext only")
+                };
+                ctx.diag(
+                    severity,
+                    DiagnosticCode::TlsNotTranslated,
+                    Some(ctx.node_id()),
+                    format!(
+                        "listener {} {}: TLS mode {mode}: {}; {outcome}",
+                        pm.protocol, pm.port, e.why
+                    ),
+                );
+                if e.strict {
+                    continue;
+                }
+                crate::tls::ListenerPlan {
+                    socket: None,
+                    plaintext: true,
                 }
             }
         };
@@ -191,39 +188,20 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             )
         };
         ctx.ingress_ports.insert(pb::clamp_u32(pm.port));
-        let name = format!("ingress_{}_{}", pm.protocol, pm.port);
-        if let Some(socket) = tls_socket {
-            if plaintext {
-                // PERMISSIVE: the inspector tells TLS from plaintext on this port only.
-                inspect.push(pb::clamp_u32(pm.port));
-            }
-            chains.push(FilterChain {
-                name: format!("{name}_tls"),
-                filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(pb::u32v(pm.port)),
-                    transport_protocol: if plaintext {
-                        "tls".to_owned()
-                    } else {
-                        String::new()
-                    },
-                    ..Default::default()
-                }),
-                filters: vec![filter.clone()],
-                transport_socket: Some(socket),
-                ..Default::default()
-            });
+        if plan.socket.is_some() && plan.plaintext {
+            // PERMISSIVE: the inspector tells TLS from plaintext on this port only.
+            inspect.push(pb::clamp_u32(pm.port));
         }
-        if plaintext {
-            chains.push(FilterChain {
-                name,
-                filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(pb::u32v(pm.port)),
-                    ..Default::default()
-                }),
-                filters: vec![filter],
-                ..Default::default()
-            });
-        }
+        let m = FilterChainMatch {
+            destination_port: Some(pb::u32v(pm.port)),
+            ..Default::default()
+        };
+        chains.extend(crate::tls::filter_chains(
+            &format!("ingress_{}_{}", pm.protocol, pm.port),
+            Some(m),
+            vec![filter],
+            plan,
+        ));
     }
     if chains.is_empty() {
         return;
