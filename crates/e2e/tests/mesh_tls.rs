@@ -8,7 +8,10 @@
 //!   no SANs are given); the server's listener `validation` requires the client certificate
 //!   (a client without one is refused);
 //! - a client policy whose SANs do not match fails the connection (`ssl.fail_verify_san`);
-//! - a client policy with `ports` applies TLS to those ports only (`DISABLED` = plaintext).
+//! - a listener's `subjectAlternativeNames` refuse a client certificate from the trusted CA
+//!   that carries another name;
+//! - a client policy with `ports` (here from `backendDefaults`) applies TLS to those ports
+//!   only (`DISABLED` = plaintext); `enforce: false` means plaintext.
 //!
 //! Layout: every node in explicit mode on its own loopback IP (its Envoy binds
 //! `<ip>:<listener port>`, its application `127.0.0.1:<port>`); the caller's Envoy resolves
@@ -147,7 +150,7 @@ async fn https_get(certs: &Certs, ip: Ipv4Addr, port: u16, name: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
-    let certs = Certs::generate(&["web", "strict", "perm", "dual", "front"]);
+    let certs = Certs::generate(&["web", "strict", "perm", "dual", "front", "intruder"]);
     let w = World::new("tls").await;
 
     // Applications on 127.0.0.1; each node's Envoy on its own loopback IP.
@@ -156,7 +159,8 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
     let perm_app = HttpBackend::start("perm").await;
     let dual_tls_app = HttpBackend::start("dual-tls").await;
     let dual_plain_app = HttpBackend::start("dual-plain").await;
-    let (ip_web, ip_strict, ip_perm, ip_dual, ip_front) = (
+    let (ip_web, ip_strict, ip_perm, ip_dual, ip_front, ip_intruder) = (
+        loopback_ip(),
         loopback_ip(),
         loopback_ip(),
         loopback_ip(),
@@ -210,12 +214,14 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
         ("strict.svc.test", "strict"),
         ("wrong-san.svc.test", "strict"),
         ("dual.svc.test", "dual"),
+        ("dual-off.svc.test", "dual"),
     ] {
         service(&w, vs, n).await;
     }
     // front: calls web with its client certificate (no SANs: web's DNS name is required),
-    // strict under a policy naming a SAN strict's certificate lacks, and dual with TLS on
-    // the STRICT port only.
+    // strict under a policy naming a SAN strict's certificate lacks, dual under its
+    // `backendDefaults` (TLS on the STRICT port only), and dual again with `enforce: false`
+    // (plaintext everywhere, so it reaches the DISABLED port).
     let policy = |extra: Value| {
         let mut tls = json!({"validation": certs.validation(&[])});
         for (k, v) in extra.as_object().unwrap() {
@@ -228,6 +234,7 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
         "front",
         json!({
             "serviceDiscovery": {"dns": {"hostname": "front.tls.test"}},
+            "backendDefaults": {"clientPolicy": policy(json!({"ports": [dual_tls_app.port()]}))},
             "backends": [
                 {"virtualService": {"virtualServiceName": "web.svc.test",
                     "clientPolicy": policy(json!({"certificate": certs.file("front")}))}},
@@ -235,11 +242,26 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
                     "clientPolicy": policy(json!({}))}},
                 {"virtualService": {"virtualServiceName": "wrong-san.svc.test",
                     "clientPolicy": policy(json!({"validation": certs.validation(&["other.tls.test"])}))}},
-                {"virtualService": {"virtualServiceName": "dual.svc.test",
-                    "clientPolicy": policy(json!({"ports": [dual_tls_app.port()]}))}},
+                {"virtualService": {"virtualServiceName": "dual.svc.test"}},
+                {"virtualService": {"virtualServiceName": "dual-off.svc.test",
+                    "clientPolicy": policy(json!({"enforce": false}))}},
             ],
         }),
         ip_front,
+    )
+    .await;
+    // intruder: a certificate from the same CA, but not a SAN web's listener accepts.
+    w.cp.create_virtual_node_at(
+        &w.mesh,
+        "intruder",
+        json!({
+            "serviceDiscovery": {"dns": {"hostname": "intruder.tls.test"}},
+            "backends": [
+                {"virtualService": {"virtualServiceName": "web.svc.test",
+                    "clientPolicy": policy(json!({"certificate": certs.file("intruder")}))}},
+            ],
+        }),
+        ip_intruder,
     )
     .await;
 
@@ -257,6 +279,7 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
     let e_perm = envoy(&w, "perm", None).await;
     let e_dual = envoy(&w, "dual", None).await;
     let e_front = envoy(&w, "front", Some(&hosts)).await;
+    let e_intruder = envoy(&w, "intruder", Some(&hosts)).await;
 
     // STRICT: a TLS client is served, a plaintext one refused.
     let body = wait_for("strict serves TLS", WAIT, || async {
@@ -347,6 +370,22 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
     );
     assert!(e_front.stat(&front_web).await >= 1, "{front_web}");
 
+    // web's listener SANs: a certificate from the trusted CA with another name is refused.
+    let r = target("web.svc.test", ip_intruder, web_app.port())
+        .get("/")
+        .await;
+    assert_eq!(r.status, 503, "web served a client outside its SANs: {r:?}");
+    assert_eq!(web_app.requests(), 1, "the intruder reached web");
+    let web_san: u64 = e_web
+        .stats()
+        .await
+        .iter()
+        .filter(|(k, _)| k.starts_with("listener.") && k.ends_with(".ssl.fail_verify_san"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert!(web_san >= 1, "web did not count the SAN mismatch");
+    drop(e_intruder);
+
     // The same strict listener: reached with its name verified, refused under a policy
     // whose SAN its certificate lacks (a cluster of its own, `_for_<service>`).
     let ok = target("strict.svc.test", ip_front, strict_app.port());
@@ -392,8 +431,28 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
         })
         .await;
     }
+    // `enforce: false`: plaintext, so the DISABLED port answers and the STRICT one refuses.
+    let off = target("dual-off.svc.test", ip_front, dual_plain_app.port());
+    wait_for("front -> dual-off (plaintext)", WAIT, || async {
+        let r = off.get("/").await;
+        if r.status == 200 && r.body == "dual-plain" {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    let off_strict = target("dual-off.svc.test", ip_front, dual_tls_app.port())
+        .get("/")
+        .await;
+    assert_eq!(
+        off_strict.status, 503,
+        "plaintext reached a STRICT listener: {off_strict:?}"
+    );
+    // dual-off.svc.test sorts first and keeps the App Mesh cluster name (plaintext) on the
+    // STRICT port; dual.svc.test's TLS cluster there is its own, `_for_dual.svc.test`.
     let tls_port = format!(
-        "cluster.cds_egress_tls_dual_http_{}.ssl.handshake",
+        "cluster.cds_egress_tls_dual_http_{}_for_dual.svc.test.ssl.handshake",
         dual_tls_app.port()
     );
     let plain_port = format!(
