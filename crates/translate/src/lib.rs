@@ -62,9 +62,14 @@
 //! in `x-meshplane-host`, which hop 1 always
 //! overwrites). A gateway declares no backends: it reaches what its routes target.
 //!
+//! # TLS
+//! Listener `tls` (nodes and gateways) and client policy `tls` with **file** certificates
+//! and trust: `DownstreamTlsContext` on ingress filter chains, `UpstreamTlsContext` on the
+//! egress clusters of the policy's ports; see the `tls` module.
+//!
 //! # Not translated yet (reported, never faked)
-//! Listener TLS and client-policy TLS (SDS secrets); stats-tag configuration (a bootstrap
-//! concern).
+//! TLS certificates and trust from SDS or ACM (fail closed with
+//! [`DiagnosticCode::TlsNotTranslated`]); stats-tag configuration (a bootstrap concern).
 //!
 //! # Example
 //! ```
