@@ -10,6 +10,8 @@
 //! - a client policy whose SANs do not match fails the connection (`ssl.fail_verify_san`);
 //! - a listener's `subjectAlternativeNames` refuse a client certificate from the trusted CA
 //!   that carries another name;
+//! - a virtual gateway: STRICT TLS on its listener, and mutual TLS to a node under its
+//!   `backendDefaults`;
 //! - a client policy with `ports` (here from `backendDefaults`) applies TLS to those ports
 //!   only (`DISABLED` = plaintext); `enforce: false` means plaintext.
 //!
@@ -150,7 +152,7 @@ async fn https_get(certs: &Certs, ip: Ipv4Addr, port: u16, name: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
-    let certs = Certs::generate(&["web", "strict", "perm", "dual", "front", "intruder"]);
+    let certs = Certs::generate(&["web", "strict", "perm", "dual", "front", "intruder", "gw"]);
     let w = World::new("tls").await;
 
     // Applications on 127.0.0.1; each node's Envoy on its own loopback IP.
@@ -175,7 +177,7 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
         ip_web,
         json!([{"portMapping": {"port": web_app.port(), "protocol": "http"},
                 "tls": {"mode": "STRICT", "certificate": certs.file("web"),
-                        "validation": certs.validation(&["front.tls.test"])}}]),
+                        "validation": certs.validation(&["front.tls.test", "gw.tls.test"])}}]),
     )
     .await;
     // strict: STRICT, server certificate only.
@@ -461,5 +463,59 @@ async fn file_certificate_tls_strict_permissive_mutual_sans_and_ports() {
     );
     assert!(e_front.stat(&tls_port).await >= 1, "{tls_port}");
     assert_eq!(e_front.stat(&plain_port).await, 0, "{plain_port}");
+
+    // A gateway: STRICT TLS on its listener (mutual TLS not asked), and its backendDefaults
+    // call web over mutual TLS with the gateway's certificate.
+    let ip_gw = loopback_ip();
+    let gw_port = meshplane_testkit::free_port();
+    w.cp.call(
+        "PUT",
+        &format!("/v20190125/meshes/{}/virtualGateways", w.mesh),
+        Some(json!({
+            "virtualGatewayName": "gw",
+            "spec": {
+                "listeners": [{"portMapping": {"port": gw_port, "protocol": "http"},
+                               "tls": {"mode": "STRICT", "certificate": certs.file("gw")}}],
+                "backendDefaults": {"clientPolicy": policy(json!({"certificate": certs.file("gw")}))},
+            },
+            "tags": [{"key": "meshplane.io/listen-address", "value": ip_gw.to_string()}],
+        })),
+    )
+    .await;
+    w.cp.call(
+        "PUT",
+        &format!(
+            "/v20190125/meshes/{}/virtualGateway/gw/gatewayRoutes",
+            w.mesh
+        ),
+        Some(json!({"gatewayRouteName": "to-web", "spec": {"httpRoute": {
+            "match": {"prefix": "/"},
+            "action": {"target": {"virtualService": {"virtualServiceName": "web.svc.test"}}},
+        }}})),
+    )
+    .await;
+    let mut opts = EnvoyOptions::new(
+        format!("mesh/{}/virtualGateway/gw", w.mesh),
+        w.cp.xds_addr(),
+        XdsFlavor::Delta,
+    );
+    opts.hosts_file = Some(hosts.clone());
+    let e_gw = Envoy::start_with(opts);
+    e_gw.wait_live().await;
+    let body = wait_for("https -> gateway -> web over mutual TLS", WAIT, || async {
+        https_get(&certs, ip_gw, gw_port, "gw").await
+    })
+    .await;
+    assert_eq!(body, "web");
+    let plain = target("web.svc.test", ip_gw, gw_port).get("/").await;
+    assert_eq!(
+        plain.status, 0,
+        "a plaintext client reached the gateway's STRICT listener: {plain:?}"
+    );
+    let gw_web = format!(
+        "cluster.cds_egress_tls_web_http_{}.ssl.handshake",
+        web_app.port()
+    );
+    assert!(e_gw.stat(&gw_web).await >= 1, "{gw_web}");
     drop((e_strict, e_perm, e_dual));
 }
