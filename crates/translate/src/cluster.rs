@@ -250,7 +250,14 @@ pub(crate) fn ensure_egress_cluster(
         .1
         .as_ref()
         .filter(|t| crate::tls::applies(t, pm.port))
-        .and_then(|t| crate::tls::upstream(t, target));
+        .and_then(|t| {
+            let alpn = match pm.protocol {
+                PortProtocol::Http => Some("http/1.1"),
+                PortProtocol::Http2 | PortProtocol::Grpc => Some("h2"),
+                _ => None,
+            };
+            crate::tls::upstream(t, target, alpn)
+        });
     let mut name = names::egress_cluster(ctx.mesh_name(), target_name, &pm.protocol, pm.port);
     if let Some(existing) = ctx.out.clusters.get(&name) {
         if existing.transport_socket == transport_socket {

@@ -262,8 +262,14 @@ pub(crate) fn discovery_name(target: &VirtualNodeSpec) -> Option<String> {
 }
 
 /// The upstream transport socket of an egress cluster to `target` under client policy `t`
-/// (which [`check_client`] accepted; anything else yields `None`).
-pub(crate) fn upstream(t: &ClientPolicyTls, target: &VirtualNodeSpec) -> Option<TransportSocket> {
+/// (which [`check_client`] accepted; anything else yields `None`). `alpn`: the protocol the
+/// cluster speaks (`h2` or `http/1.1`; none for tcp), offered so that the server's
+/// connection manager need not guess the codec.
+pub(crate) fn upstream(
+    t: &ClientPolicyTls,
+    target: &VirtualNodeSpec,
+    alpn: Option<&str>,
+) -> Option<TransportSocket> {
     let TlsValidationTrust::File(trust) = &t.validation.trust else {
         return None;
     };
@@ -284,9 +290,44 @@ pub(crate) fn upstream(t: &ClientPolicyTls, target: &VirtualNodeSpec) -> Option<
         common_tls_context: Some(CommonTlsContext {
             tls_certificates,
             validation_context_type: Some(validation(&trust.certificate_chain, &names)),
+            alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),
             ..Default::default()
         }),
         ..Default::default()
     };
     Some(socket(&ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: serde_json::Value) -> ClientPolicyTls {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn ports_and_enforce_select_the_clusters() {
+        let trust = serde_json::json!({"trust": {"file": {"certificateChain": "/ca.pem"}}});
+        let all = policy(serde_json::json!({"validation": trust}));
+        assert!(applies(&all, 8080) && applies(&all, 9090));
+        let some = policy(serde_json::json!({"validation": trust, "ports": [9090]}));
+        assert!(!applies(&some, 8080) && applies(&some, 9090));
+        let off = policy(serde_json::json!({"validation": trust, "enforce": false}));
+        assert!(!applies(&off, 8080));
+    }
+
+    #[test]
+    fn default_san_is_the_discovery_name() {
+        let dns: VirtualNodeSpec = serde_json::from_value(
+            serde_json::json!({"serviceDiscovery": {"dns": {"hostname": "web.ns.local"}}}),
+        )
+        .unwrap();
+        assert_eq!(discovery_name(&dns).as_deref(), Some("web.ns.local"));
+        let cm: VirtualNodeSpec = serde_json::from_value(serde_json::json!({
+            "serviceDiscovery": {"awsCloudMap": {"namespaceName": "ns.local", "serviceName": "web"}}
+        }))
+        .unwrap();
+        assert_eq!(discovery_name(&cm).as_deref(), Some("web.ns.local"));
+    }
 }
