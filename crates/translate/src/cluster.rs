@@ -245,9 +245,30 @@ pub(crate) fn ensure_egress_cluster(
     l: &Listener,
 ) -> Option<String> {
     let pm = &l.port_mapping;
-    let name = names::egress_cluster(ctx.mesh_name(), target_name, &pm.protocol, pm.port);
-    if ctx.out.clusters.contains_key(&name) {
-        return Some(name);
+    let transport_socket = ctx
+        .backend_tls
+        .1
+        .as_ref()
+        .filter(|t| crate::tls::applies(t, pm.port))
+        .and_then(|t| {
+            let alpn = match pm.protocol {
+                PortProtocol::Http => Some("http/1.1"),
+                PortProtocol::Http2 | PortProtocol::Grpc => Some("h2"),
+                _ => None,
+            };
+            crate::tls::upstream(t, target, alpn)
+        });
+    let mut name = names::egress_cluster(ctx.mesh_name(), target_name, &pm.protocol, pm.port);
+    if let Some(existing) = ctx.out.clusters.get(&name) {
+        if existing.transport_socket == transport_socket {
+            return Some(name);
+        }
+        // Another backend reaches this listener under a different TLS policy: a cluster
+        // of its own, so neither policy is weakened.
+        name = format!("{name}_for_{}", ctx.backend_tls.0);
+        if ctx.out.clusters.contains_key(&name) {
+            return Some(name);
+        }
     }
     let sd = target.service_discovery.as_ref()?;
     if matches!(sd, ServiceDiscovery::Dns(d) if d.hostname.trim().is_empty()) {
@@ -273,6 +294,7 @@ pub(crate) fn ensure_egress_cluster(
         } else {
             HashMap::new()
         },
+        transport_socket,
         ..Default::default()
     };
     match sd {

@@ -34,9 +34,13 @@
 //! (same cluster name), and the egress port itself is an HTTP forward proxy: without
 //! iptables a connection's destination is the Envoy, so `ORIGINAL_DST` would loop.
 //!
-//! Client policy TLS (a backend's own `clientPolicy`, else `backendDefaults`) is not
-//! translated yet: a backend whose policy enforces TLS is withheld (fail closed) with a
-//! diagnostic, never reached in plaintext.
+//! Client policy TLS (a backend's own `clientPolicy`, else `backendDefaults`): when it is
+//! enforced (`enforce` defaults to true), the backend's egress clusters on the policy's
+//! `ports` (all when absent) carry an `UpstreamTlsContext` (see [`crate::tls`]). A policy
+//! using SDS or ACM sources is not translated yet: the backend is withheld (fail closed)
+//! with a diagnostic, never reached in plaintext. Two backends reaching the same target
+//! listener under different TLS get separate clusters, the later one (in byte order of the
+//! service names) named `<cluster>_for_<service>`.
 //!
 //! Conflicts: one destination port serves either HTTP (many hosts) or one TCP backend, since
 //! TCP cannot tell services apart. HTTP wins over TCP, and among TCP backends the first
@@ -51,7 +55,9 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteConfiguration, RouteMatch, VirtualHost, route_match,
 };
-use meshplane_model::common::{ClientPolicy, PortMapping, PortProtocol, WeightedTarget};
+use meshplane_model::common::{
+    ClientPolicy, ClientPolicyTls, PortMapping, PortProtocol, WeightedTarget,
+};
 use meshplane_model::mesh::EgressFilterType;
 use meshplane_model::route::RouteSpec;
 use meshplane_model::virtual_node::Listener as NodeListener;
@@ -102,26 +108,31 @@ pub(crate) fn collect(ctx: &mut Ctx<'_>) -> Egress {
     services.sort_unstable();
     services.dedup();
     for vs in services {
-        if client_tls_enforced(ctx, vs) {
+        let tls = effective_client_tls(ctx, vs).filter(|t| t.enforce.unwrap_or(true));
+        if let Some(t) = &tls
+            && let Err(why) = crate::tls::check_client(t)
+        {
             // Fail closed: never send plaintext where the mesh demands TLS.
             ctx.diag(
                 Severity::Error,
                 DiagnosticCode::TlsNotTranslated,
                 Some(ctx.node_id()),
                 format!(
-                    "backend `{vs}`: client policy TLS is not translated yet; the backend is withheld rather than reached in plaintext"
+                    "backend `{vs}`: client policy TLS: {why}; the backend is withheld rather than reached in plaintext"
                 ),
             );
             continue;
         }
+        ctx.backend_tls = (vs.to_owned(), tls);
         backend(ctx, &mut eg, vs);
+        ctx.backend_tls = Default::default();
     }
     eg
 }
 
-/// Whether the effective client policy for backend `vs` (its own, else the node's
-/// `backendDefaults`) enforces TLS, which is not translated yet.
-fn client_tls_enforced(ctx: &Ctx<'_>, vs: &str) -> bool {
+/// The effective client policy TLS for backend `vs`: its own `clientPolicy`, else the
+/// node's `backendDefaults` (App Mesh: a backend's policy replaces the defaults entirely).
+fn effective_client_tls(ctx: &Ctx<'_>, vs: &str) -> Option<ClientPolicyTls> {
     let node = ctx.node;
     let own = node.backends().iter().find_map(|b| {
         let meshplane_model::virtual_node::Backend::VirtualService(b) = b;
@@ -134,9 +145,7 @@ fn client_tls_enforced(ctx: &Ctx<'_>, vs: &str) -> bool {
         .as_ref()
         .and_then(|d| d.client_policy.as_ref());
     let policy: Option<&ClientPolicy> = own.or(defaults);
-    policy
-        .and_then(|p| p.tls.as_ref())
-        .is_some_and(|t| t.enforce.unwrap_or(true))
+    policy.and_then(|p| p.tls.clone())
 }
 
 fn domains(vs: &str, port: u32) -> Vec<String> {

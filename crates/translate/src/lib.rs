@@ -62,9 +62,14 @@
 //! in `x-meshplane-host`, which hop 1 always
 //! overwrites). A gateway declares no backends: it reaches what its routes target.
 //!
+//! # TLS
+//! Listener `tls` (nodes and gateways) and client policy `tls` with **file** certificates
+//! and trust: `DownstreamTlsContext` on ingress filter chains, `UpstreamTlsContext` on the
+//! egress clusters of the policy's ports; see the `tls` module.
+//!
 //! # Not translated yet (reported, never faked)
-//! Listener TLS and client-policy TLS (SDS secrets); stats-tag configuration (a bootstrap
-//! concern).
+//! TLS certificates and trust from SDS or ACM (fail closed with
+//! [`DiagnosticCode::TlsNotTranslated`]); stats-tag configuration (a bootstrap concern).
 //!
 //! # Example
 //! ```
@@ -113,6 +118,7 @@ pub mod output;
 mod pb;
 pub mod route;
 pub mod snapshot;
+mod tls;
 mod virtual_gateway;
 mod virtual_node;
 
@@ -308,6 +314,10 @@ pub(crate) struct Ctx<'a> {
     pub ingress_ports: std::collections::BTreeSet<u32>,
     /// Ports the egress listener binds in explicit mode.
     pub egress_ports: std::collections::BTreeSet<u32>,
+    /// While one backend is translated: its name and its effective client policy TLS
+    /// (own, else `backendDefaults`), `None` when TLS is not enforced. Read by the egress
+    /// cluster builder, which applies it per target port.
+    pub backend_tls: (String, Option<meshplane_model::common::ClientPolicyTls>),
     pub out: ProxyConfig,
 }
 
@@ -330,6 +340,7 @@ impl<'a> Ctx<'a> {
             mesh: snap.mesh.clone().unwrap_or_default(),
             ingress_ports: Default::default(),
             egress_ports: Default::default(),
+            backend_tls: Default::default(),
             out: ProxyConfig::default(),
         }
     }

@@ -141,7 +141,8 @@ pub enum DiagnosticCode {
     EgressPortConflict,
     /// A retry event the translator does not know; it is ignored.
     UnknownRetryEvent,
-    /// TLS (listener or client policy) is declared but not translated yet.
+    /// TLS (listener or client policy) names a source not translated yet (an SDS secret,
+    /// an ACM certificate or CA): the listener or backend fails closed.
     TlsNotTranslated,
     /// A router listener, virtual node listener or other value is unusable.
     InvalidValue,

@@ -53,9 +53,12 @@
 //!
 //! Anything that cannot be served (missing service or provider, no listener on the target
 //! port, a rewrite Envoy cannot express, an invalid regex) drops that route with a
-//! diagnostic on the gateway route; the rest is served. Listener TLS is not translated yet:
-//! `STRICT` listeners are not served (fail closed), `PERMISSIVE` ones in plaintext, both with
-//! a diagnostic.
+//! diagnostic on the gateway route; the rest is served. Listener TLS with file certificates
+//! is translated as on a node's listener ([`crate::tls`]): `STRICT` a TLS-only filter chain,
+//! `PERMISSIVE` a TLS chain (`transport_protocol: tls`, `tls_inspector`) plus the plaintext
+//! one, `validation` mutual TLS. SDS and ACM certificates are not translated yet: `STRICT`
+//! listeners are then not served (fail closed), `PERMISSIVE` ones in plaintext, both with a
+//! diagnostic.
 
 use std::collections::BTreeSet;
 
@@ -77,7 +80,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
-use meshplane_model::common::{GatewayRouteHostnameMatch, PortProtocol, TlsMode};
+use meshplane_model::common::{GatewayRouteHostnameMatch, PortProtocol};
 use meshplane_model::gateway_route::{
     DefaultGatewayRouteRewrite, GatewayRouteHostnameRewrite, GatewayRouteTarget, HttpGatewayRoute,
 };
@@ -89,7 +92,7 @@ use meshplane_model::virtual_node::{
 use meshplane_model::{GatewayRouteSpec, ProxyKind, ResourceId, VirtualGatewaySpec};
 
 use crate::egress::{self, EGRESS_STAT_PREFIX, Egress};
-use crate::listener::{Routes, hcm_with};
+use crate::listener::{Routes, hcm_with, tls_inspector_on};
 use crate::route::{self, OrderKey};
 use crate::virtual_node::{INGRESS_STAT_PREFIX, listen_address};
 use crate::{
@@ -410,31 +413,32 @@ fn usable_listener(ctx: &mut Ctx<'_>, l: &VirtualGatewayListener) -> bool {
         );
         return false;
     }
-    match l.tls.as_ref().map(|t| &t.mode) {
-        Some(TlsMode::Disabled) | None => true,
-        Some(TlsMode::Permissive) => {
+    match crate::tls::listener_plan(l.tls.as_ref(), true) {
+        Ok(_) => true,
+        Err(e) => {
+            let mode = l
+                .tls
+                .as_ref()
+                .map(|t| t.mode.to_string())
+                .unwrap_or_default();
+            let (severity, outcome) = if e.strict {
+                (
+                    Severity::Error,
+                    "listener not served rather than served in plaintext",
+                )
+            } else {
+                (Severity::Warning, "served in plaintext only")
+            };
             ctx.diag(
-                Severity::Warning,
+                severity,
                 DiagnosticCode::TlsNotTranslated,
                 Some(id),
                 format!(
-                    "listener {} {}: TLS is not translated yet; PERMISSIVE listener served in plaintext only",
-                    pm.protocol, pm.port
+                    "listener {} {}: TLS mode {mode}: {}; {outcome}",
+                    pm.protocol, pm.port, e.why
                 ),
             );
-            true
-        }
-        Some(mode) => {
-            ctx.diag(
-                Severity::Error,
-                DiagnosticCode::TlsNotTranslated,
-                Some(id),
-                format!(
-                    "listener {} {}: TLS mode {mode} is not translated yet; listener not served rather than served in plaintext",
-                    pm.protocol, pm.port
-                ),
-            );
-            false
+            !e.strict
         }
     }
 }
@@ -514,20 +518,35 @@ fn listener(
     );
     let filters = health_check_filter(ctx, l).into_iter().collect();
     let logs = access_log::access_logs(gw.logging.as_ref());
+    // `usable_listener` let through only plans that are served: a failed one is
+    // PERMISSIVE, served in plaintext.
+    let plan =
+        crate::tls::listener_plan(l.tls.as_ref(), true).unwrap_or(crate::tls::ListenerPlan {
+            socket: None,
+            plaintext: true,
+        });
+    let listener_filters = if plan.socket.is_some() && plan.plaintext {
+        vec![tls_inspector_on(port as i32)]
+    } else {
+        Vec::new()
+    };
+    let filter = hcm_with(
+        INGRESS_STAT_PREFIX,
+        Routes::Rds(rc_name),
+        logs,
+        filters,
+        Router::default(),
+    );
     let listener = Listener {
         name: names::ingress_listener(port),
         address: Some(listen_address(ctx, port)),
-        filter_chains: vec![FilterChain {
-            name: format!("ingress_{}_{}", pm.protocol, pm.port),
-            filters: vec![hcm_with(
-                INGRESS_STAT_PREFIX,
-                Routes::Rds(rc_name),
-                logs,
-                filters,
-                Router::default(),
-            )],
-            ..Default::default()
-        }],
+        filter_chains: crate::tls::filter_chains(
+            &format!("ingress_{}_{}", pm.protocol, pm.port),
+            None,
+            vec![filter],
+            plan,
+        ),
+        listener_filters,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };

@@ -14,22 +14,25 @@
 //! listener does not bind, so a caller reaches the node's port directly; the ingress clusters
 //! then point at [`crate::TranslateOptions::app_address`] when set.
 //!
-//! The node's access log is attached to every filter chain. Listener TLS is not translated
-//! yet: a `STRICT` listener is not served at all (fail closed), a `PERMISSIVE` one is served in
-//! plaintext; both with a diagnostic.
+//! The node's access log is attached to every filter chain. Listener TLS (file certificates,
+//! see [`crate::tls`]): `STRICT` puts a `DownstreamTlsContext` on the port's filter chain
+//! (`ingress_<proto>_<port>_tls`); `PERMISSIVE` adds it as a second chain matched on
+//! `transport_protocol: tls`, next to the plaintext chain, with `tls_inspector` running for
+//! that port only; `DISABLED` is plaintext. `validation` requires a client certificate
+//! (mutual TLS). SDS and ACM certificates are not translated yet: a `STRICT` listener is then
+//! not served at all (fail closed), a `PERMISSIVE` one is served in plaintext; both with a
+//! diagnostic.
 
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::{
-    AdditionalAddress, FilterChain, FilterChainMatch, Listener,
-};
+use envoy_types::pb::envoy::config::listener::v3::{AdditionalAddress, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
-use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol, TlsMode};
+use meshplane_model::common::{HttpTimeout, ListenerTimeout, PortProtocol};
 use meshplane_model::virtual_node::Listener as NodeListener;
 
-use crate::listener::{Routes, hcm, original_dst, tcp_proxy};
+use crate::listener::{Routes, hcm, original_dst, tcp_proxy, tls_inspector_on};
 use crate::{Ctx, DiagnosticCode, Severity, access_log, cluster, names, pb, route};
 
 /// Stat prefix of the ingress HTTP connection managers and TCP proxies.
@@ -78,6 +81,8 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
     let node = ctx.node;
     let mut chains = Vec::new();
     let mut seen = BTreeSet::new();
+    // Ports of PERMISSIVE listeners, where `tls_inspector` must run.
+    let mut inspect: Vec<u32> = Vec::new();
     let mut listeners: Vec<&NodeListener> = node.listeners().iter().collect();
     listeners.sort_by_key(|l| l.port_mapping.port);
     for l in listeners {
@@ -106,32 +111,44 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             );
             continue;
         }
-        // TLS is not translated yet. Fail closed: a STRICT listener must never accept
-        // plaintext, so it is not served at all; PERMISSIVE accepts plaintext by definition.
-        match l.tls.as_ref().map(|t| &t.mode) {
-            Some(TlsMode::Disabled) | None => {}
-            Some(TlsMode::Permissive) => ctx.diag(
-                Severity::Warning,
-                DiagnosticCode::TlsNotTranslated,
-                Some(ctx.node_id()),
-                format!(
-                    "listener {} {}: TLS is not translated yet; PERMISSIVE listener served in plaintext only",
-                    pm.protocol, pm.port
-                ),
-            ),
-            Some(mode) => {
+        // TLS: STRICT serves TLS only, PERMISSIVE TLS and plaintext on the same port (two
+        // filter chains told apart by `tls_inspector`), DISABLED plaintext. Sources not
+        // translated yet fail closed: STRICT is not served at all; PERMISSIVE accepts
+        // plaintext by definition and is served in plaintext only.
+        let plan = match crate::tls::listener_plan(l.tls.as_ref(), cluster::is_http(&pm.protocol)) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let mode = l
+                    .tls
+                    .as_ref()
+                    .map(|t| t.mode.to_string())
+                    .unwrap_or_default();
+                let (severity, outcome) = if e.strict {
+                    (
+                        Severity::Error,
+                        "listener not served rather than served in plaintext",
+                    )
+                } else {
+                    (Severity::Warning, "served in plaintext only")
+                };
                 ctx.diag(
-                    Severity::Error,
+                    severity,
                     DiagnosticCode::TlsNotTranslated,
                     Some(ctx.node_id()),
                     format!(
-                        "listener {} {}: TLS mode {mode} is not translated yet; listener not served rather than served in plaintext",
-                        pm.protocol, pm.port
+                        "listener {} {}: TLS mode {mode}: {}; {outcome}",
+                        pm.protocol, pm.port, e.why
                     ),
                 );
-                continue;
+                if e.strict {
+                    continue;
+                }
+                crate::tls::ListenerPlan {
+                    socket: None,
+                    plaintext: true,
+                }
             }
-        }
+        };
         let c = cluster::ingress_cluster(ctx, l);
         let cluster_name = c.name.clone();
         ctx.add_cluster(c);
@@ -171,15 +188,20 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
             )
         };
         ctx.ingress_ports.insert(pb::clamp_u32(pm.port));
-        chains.push(FilterChain {
-            name: format!("ingress_{}_{}", pm.protocol, pm.port),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(pb::u32v(pm.port)),
-                ..Default::default()
-            }),
-            filters: vec![filter],
+        if plan.socket.is_some() && plan.plaintext {
+            // PERMISSIVE: the inspector tells TLS from plaintext on this port only.
+            inspect.push(pb::clamp_u32(pm.port));
+        }
+        let m = FilterChainMatch {
+            destination_port: Some(pb::u32v(pm.port)),
             ..Default::default()
-        });
+        };
+        chains.extend(crate::tls::filter_chains(
+            &format!("ingress_{}_{}", pm.protocol, pm.port),
+            Some(m),
+            vec![filter],
+            plan,
+        ));
     }
     if chains.is_empty() {
         return;
@@ -189,7 +211,9 @@ pub(crate) fn ingress(ctx: &mut Ctx<'_>) {
         name: names::ingress_listener(port),
         address: Some(listen_address(ctx, port)),
         filter_chains: chains,
-        listener_filters: vec![original_dst()],
+        listener_filters: std::iter::once(original_dst())
+            .chain(inspect.iter().map(|p| tls_inspector_on(*p as i32)))
+            .collect(),
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };

@@ -383,6 +383,7 @@ pub fn envoy_validate(items: Vec<(String, Bootstrap)>) -> Vec<(String, String)> 
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    write_fixture_certs(&dir);
     let mut failures = Vec::new();
     let files: Vec<(String, PathBuf)> = items
         .into_iter()
@@ -407,6 +408,8 @@ pub fn envoy_validate(items: Vec<(String, Bootstrap)>) -> Vec<(String, String)> 
                         "-c",
                     ])
                     .arg(p)
+                    // Fixtures name certificate files relative to here (`certs/<name>.pem`).
+                    .current_dir(&dir)
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -430,4 +433,23 @@ pub fn envoy_validate(items: Vec<(String, Bootstrap)>) -> Vec<(String, String)> 
     }
     let _ = std::fs::remove_dir_all(&dir);
     failures
+}
+
+/// Base names of the certificate files the fixtures refer to (`certs/<name>.pem`, `.key`).
+const FIXTURE_CERTS: &[&str] = &["ca", "web", "perm", "front", "acm", "relaxed", "gw"];
+
+/// Writes a self-signed certificate and its key for each [`FIXTURE_CERTS`] name under
+/// `dir/certs`: Envoy's validate mode loads every file a TLS context names.
+pub fn write_fixture_certs(dir: &std::path::Path) {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    for name in FIXTURE_CERTS {
+        let ck = rcgen::generate_simple_self_signed(vec![format!("{name}.demo.local")]).unwrap();
+        std::fs::write(certs.join(format!("{name}.pem")), ck.cert.pem()).unwrap();
+        std::fs::write(
+            certs.join(format!("{name}.key")),
+            ck.signing_key.serialize_pem(),
+        )
+        .unwrap();
+    }
 }
