@@ -374,8 +374,9 @@ pub fn bootstrap(node_id: &str, c: &ProxyConfig) -> Bootstrap {
 }
 
 /// The static SDS cluster the agent's bootstrap adds for `APPMESH_SDS_SOCKET_PATH` (a pipe
-/// endpoint speaking HTTP/2): SDS secret references name it, and Envoy rejects an
-/// `envoy_grpc` config source whose cluster is not a static one of the bootstrap.
+/// endpoint speaking HTTP/2), so the SDS secret references resolve as under the agent's
+/// bootstrap. (`--mode validate` does not itself check that the cluster exists; the e2e test
+/// `mesh_tls_sds` proves the references with running Envoys.)
 fn sds_cluster() -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
     use envoy_types::pb::envoy::config::core::v3::{Address, Http2ProtocolOptions, Pipe, address};
     use envoy_types::pb::envoy::config::endpoint::v3::{
