@@ -15,7 +15,9 @@
 //! - a client without a certificate is refused; Envoy's `sds.<name>.update_success`
 //!   counters show the secrets arrived over SDS;
 //! - the double pushes a renewed certificate for `web`: Envoy applies it without a
-//!   restart (its `/certs` shows the new serial) and requests keep succeeding throughout.
+//!   restart (its `/certs` shows the new serial) and requests keep succeeding throughout;
+//! - a virtual gateway: its STRICT listener serves its SDS certificate, and its
+//!   `backendDefaults` reach `web` over mutual TLS with SDS certificate and trust.
 
 #[path = "e2e/common.rs"]
 #[allow(dead_code)]
@@ -58,6 +60,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const BUNDLE: &str = "spiffe://example.org";
 const WEB_ID: &str = "spiffe://example.org/web";
 const FRONT_ID: &str = "spiffe://example.org/front";
+const GW_ID: &str = "spiffe://example.org/gw";
 
 /// The secrets the double serves, with a version bumped on every change.
 type Secrets = (u64, BTreeMap<String, Secret>);
@@ -253,6 +256,7 @@ async fn sds_certificates_and_trust_from_a_spire_style_server() {
     let initial: BTreeMap<String, Secret> = [
         ca.svid(WEB_ID, "web.tls.test", &[0x5d, 0x50, 0x01]),
         ca.svid(FRONT_ID, "front.tls.test", &[0x5d, 0x50, 0x02]),
+        ca.svid(GW_ID, "gw.tls.test", &[0x5d, 0x50, 0x04]),
         ca.bundle(BUNDLE),
     ]
     .into_iter()
@@ -277,7 +281,7 @@ async fn sds_certificates_and_trust_from_a_spire_style_server() {
                 "tls": {"mode": "STRICT",
                         "certificate": {"sds": {"secretName": WEB_ID}},
                         "validation": {"trust": {"sds": {"secretName": BUNDLE}},
-                                       "subjectAlternativeNames": {"match": {"exact": [FRONT_ID]}}}}}],
+                                       "subjectAlternativeNames": {"match": {"exact": [FRONT_ID, GW_ID]}}}}}],
             "serviceDiscovery": {"dns": {"hostname": "web.tls.test"}},
         }),
         ip_web,
@@ -426,5 +430,79 @@ async fn sds_certificates_and_trust_from_a_spire_style_server() {
         "requests failed across the renewal: {failed:?}"
     );
     assert_eq!(ok, 60);
+
+    // A gateway: its STRICT listener serves its SDS certificate to an HTTPS client, and its
+    // backendDefaults reach web over mutual TLS with its own SDS certificate and the bundle.
+    let ip_gw = loopback_ip();
+    let gw_port = meshplane_testkit::free_port();
+    w.cp.call(
+        "PUT",
+        &format!("/v20190125/meshes/{}/virtualGateways", w.mesh),
+        Some(json!({
+            "virtualGatewayName": "gw",
+            "spec": {
+                "listeners": [{"portMapping": {"port": gw_port, "protocol": "http"},
+                               "tls": {"mode": "STRICT", "certificate": {"sds": {"secretName": GW_ID}}}}],
+                "backendDefaults": {"clientPolicy": {"tls": {
+                    "certificate": {"sds": {"secretName": GW_ID}},
+                    "validation": {"trust": {"sds": {"secretName": BUNDLE}},
+                                   "subjectAlternativeNames": {"match": {"exact": [WEB_ID]}}}}}},
+            },
+            "tags": [{"key": "meshplane.io/listen-address", "value": ip_gw.to_string()}],
+        })),
+    )
+    .await;
+    w.cp.call(
+        "PUT",
+        &format!(
+            "/v20190125/meshes/{}/virtualGateway/gw/gatewayRoutes",
+            w.mesh
+        ),
+        Some(json!({"gatewayRouteName": "to-web", "spec": {"httpRoute": {
+            "match": {"prefix": "/"},
+            "action": {"target": {"virtualService": {"virtualServiceName": "web.svc.test"}}},
+        }}})),
+    )
+    .await;
+    let e_gw = envoy(
+        &w,
+        format!("mesh/{}/virtualGateway/gw", w.mesh),
+        &socket,
+        Some(&hosts),
+    )
+    .await;
+    let ca_file = dir.path().join("ca.pem");
+    let (status, body) = wait_for(
+        "https -> gateway -> web, SDS on both hops",
+        WAIT,
+        || async {
+            match https_request(
+                addr(ip_gw, gw_port),
+                "gw.tls.test",
+                "GET",
+                "/",
+                None,
+                &[],
+                &ca_file,
+            )
+            .await
+            {
+                Ok((200, body)) => Ok((200, body)),
+                other => Err(format!(
+                    "{other:?}; nacks: {:?}",
+                    double.nacks.lock().unwrap().clone()
+                )),
+            }
+        },
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "web"));
+    assert!(sds_updates(&e_gw, GW_ID).await >= 1);
+    assert!(sds_updates(&e_gw, BUNDLE).await >= 1);
+    let plain = target("web.svc.test", ip_gw, gw_port).get("/").await;
+    assert_eq!(
+        plain.status, 0,
+        "a plaintext client reached the gateway's STRICT listener: {plain:?}"
+    );
     assert!(double.nacks.lock().unwrap().is_empty());
 }
