@@ -37,7 +37,7 @@
 //! Client policy TLS (a backend's own `clientPolicy`, else `backendDefaults`): when it is
 //! enforced (`enforce` defaults to true), the backend's egress clusters on the policy's
 //! `ports` (all when absent) carry an `UpstreamTlsContext` (see [`crate::tls`]). A policy
-//! using SDS or ACM sources is not translated yet: the backend is withheld (fail closed)
+//! using ACM trust is not translated: the backend is withheld (fail closed)
 //! with a diagnostic, never reached in plaintext. Two backends reaching the same target
 //! listener under different TLS get separate clusters, the later one (in byte order of the
 //! service names) named `<cluster>_for_<service>`.

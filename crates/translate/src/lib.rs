@@ -63,12 +63,13 @@
 //! overwrites). A gateway declares no backends: it reaches what its routes target.
 //!
 //! # TLS
-//! Listener `tls` (nodes and gateways) and client policy `tls` with **file** certificates
-//! and trust: `DownstreamTlsContext` on ingress filter chains, `UpstreamTlsContext` on the
-//! egress clusters of the policy's ports; see the `tls` module.
+//! Listener `tls` (nodes and gateways) and client policy `tls` with **file** or **SDS**
+//! certificates and trust: `DownstreamTlsContext` on ingress filter chains,
+//! `UpstreamTlsContext` on the egress clusters of the policy's ports; SDS secrets are named
+//! verbatim and fetched from [`SDS_CLUSTER`], as App Mesh did; see the `tls` module.
 //!
 //! # Not translated yet (reported, never faked)
-//! TLS certificates and trust from SDS or ACM (fail closed with
+//! TLS certificates and trust from ACM (fail closed with
 //! [`DiagnosticCode::TlsNotTranslated`]); stats-tag configuration (a bootstrap concern).
 //!
 //! # Example
@@ -131,6 +132,7 @@ pub use deps::{Dependencies, dependencies};
 pub use endpoints::{CloudMapService, Endpoints, Instance};
 pub use output::{Diagnostic, DiagnosticCode, ProxyConfig, Severity};
 pub use snapshot::MeshSnapshot;
+pub use tls::SDS_CLUSTER;
 
 /// Knobs that are not part of the mesh: ports of the proxy and App Mesh's hidden defaults.
 ///

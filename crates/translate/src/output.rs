@@ -141,8 +141,8 @@ pub enum DiagnosticCode {
     EgressPortConflict,
     /// A retry event the translator does not know; it is ignored.
     UnknownRetryEvent,
-    /// TLS (listener or client policy) names a source not translated yet (an SDS secret,
-    /// an ACM certificate or CA): the listener or backend fails closed.
+    /// TLS (listener or client policy) names a source that is not translated (an ACM
+    /// certificate or private CA): the listener or backend fails closed.
     TlsNotTranslated,
     /// A router listener, virtual node listener or other value is unusable.
     InvalidValue,

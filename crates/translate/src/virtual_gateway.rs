@@ -53,10 +53,10 @@
 //!
 //! Anything that cannot be served (missing service or provider, no listener on the target
 //! port, a rewrite Envoy cannot express, an invalid regex) drops that route with a
-//! diagnostic on the gateway route; the rest is served. Listener TLS with file certificates
-//! is translated as on a node's listener ([`crate::tls`]): `STRICT` a TLS-only filter chain,
+//! diagnostic on the gateway route; the rest is served. Listener TLS with file or SDS
+//! certificates is translated as on a node's listener ([`crate::tls`]): `STRICT` a TLS-only filter chain,
 //! `PERMISSIVE` a TLS chain (`transport_protocol: tls`, `tls_inspector`) plus the plaintext
-//! one, `validation` mutual TLS. SDS and ACM certificates are not translated yet: `STRICT`
+//! one, `validation` mutual TLS. ACM certificates are not translated: `STRICT`
 //! listeners are then not served (fail closed), `PERMISSIVE` ones in plaintext, both with a
 //! diagnostic.
 

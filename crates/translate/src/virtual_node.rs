@@ -19,7 +19,8 @@
 //! (`ingress_<proto>_<port>_tls`); `PERMISSIVE` adds it as a second chain matched on
 //! `transport_protocol: tls`, next to the plaintext chain, with `tls_inspector` running for
 //! that port only; `DISABLED` is plaintext. `validation` requires a client certificate
-//! (mutual TLS). SDS and ACM certificates are not translated yet: a `STRICT` listener is then
+//! (mutual TLS); certificates and trust come from files or SDS. ACM certificates are not
+//! translated: a `STRICT` listener is then
 //! not served at all (fail closed), a `PERMISSIVE` one is served in plaintext; both with a
 //! diagnostic.
 

@@ -357,6 +357,7 @@ pub fn bootstrap(node_id: &str, c: &ProxyConfig) -> Bootstrap {
             );
         }
     }
+    clusters.push(sds_cluster());
     Bootstrap {
         node: Some(Node {
             id: node_id.to_owned(),
@@ -368,6 +369,69 @@ pub fn bootstrap(node_id: &str, c: &ProxyConfig) -> Bootstrap {
             clusters,
             secrets: c.secrets.values().cloned().collect(),
         }),
+        ..Default::default()
+    }
+}
+
+/// The static SDS cluster the agent's bootstrap adds for `APPMESH_SDS_SOCKET_PATH` (a pipe
+/// endpoint speaking HTTP/2), so the SDS secret references resolve as under the agent's
+/// bootstrap. (`--mode validate` does not itself check that the cluster exists; the e2e test
+/// `mesh_tls_sds` proves the references with running Envoys.)
+fn sds_cluster() -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+    use envoy_types::pb::envoy::config::core::v3::{Address, Http2ProtocolOptions, Pipe, address};
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        HttpProtocolOptions, http_protocol_options,
+    };
+    use http_protocol_options::explicit_http_config::ProtocolConfig;
+    let name = meshplane_translate::SDS_CLUSTER.to_owned();
+    let h2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    )),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    envoy_types::pb::envoy::config::cluster::v3::Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(Address {
+                            address: Some(address::Address::Pipe(Pipe {
+                                path: "/run/spire/sockets/agent.sock".to_owned(),
+                                ..Default::default()
+                            })),
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: [(
+            HttpProtocolOptions::full_name(),
+            envoy_types::pb::google::protobuf::Any {
+                type_url: HttpProtocolOptions::type_url(),
+                value: h2.encode_to_vec(),
+            },
+        )]
+        .into_iter()
+        .collect(),
         ..Default::default()
     }
 }
