@@ -208,6 +208,10 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
         let streams = v.first_config_ms.len();
         let mut r = Map::new();
         r.insert("round_synced".into(), json!(v.round_synced));
+        r.insert(
+            "synced_min".into(),
+            json!(v.round_synced.iter().min().copied().unwrap_or(0)),
+        );
         r.insert("round_sync_all_s".into(), json!(v.round_sync_all_s));
         r.insert("sync_all_s_median".into(), json!(round3(median)));
         r.insert(
@@ -374,8 +378,7 @@ fn print_table(
     println!("{header}");
     println!("{:-<width$}", "", width = header.len());
     for key in [
-        "round_synced",
-        "round_sync_all_s",
+        "synced_min",
         "sync_all_s_median",
         "sync_all_s_round_median",
         "streams_per_s",
@@ -385,21 +388,16 @@ fn print_table(
         "server_cpu_s",
         "server_cpu_ms_per_stream",
     ] {
-        let cell = |v: Option<&Value>| v.filter(|v| !v.is_null()).map_or(String::new(), compact);
+        let cell = |v: Option<&Value>| {
+            v.filter(|v| !v.is_null())
+                .map_or(String::new(), Value::to_string)
+        };
         println!(
             "{key:<28} {:>12} {:>12} {:>16}",
             cell(results.get("none").and_then(|r| r.get(key))),
             cell(results.get("sigv4").and_then(|r| r.get(key))),
             cell(ratios.get("sigv4").and_then(|r| r.get(key))),
         );
-    }
-}
-
-/// A value for a table cell (arrays without spaces, so columns stay aligned).
-fn compact(v: &Value) -> String {
-    match v {
-        Value::Array(a) => a.iter().map(compact).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
     }
 }
 
