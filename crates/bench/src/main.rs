@@ -20,6 +20,7 @@ mod proxy;
 mod rng;
 mod scenario;
 mod server;
+mod xds_auth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +140,14 @@ pub struct XdsArgs {
     /// How long to wait for any one phase (sync, convergence) before giving up on it.
     #[arg(long, default_value_t = 120)]
     pub phase_timeout_s: u64,
+    /// Instead of `--scenario`: connect and fully sync all `--proxies` at once against
+    /// `serve --auth none` and `serve --auth sigv4` (each proxy presenting its own node
+    /// token), in interleaved rounds, and compare (see `xds_auth`).
+    #[arg(long)]
+    pub auth_compare: bool,
+    /// Rounds of `--auth-compare`; each round storms every variant once, order rotating.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 fn main() -> ExitCode {
@@ -154,6 +163,7 @@ fn main() -> ExitCode {
         }
     };
     let run = match cli.command {
+        Command::Xds(args) if args.auth_compare => rt.block_on(xds_auth::run(*args)),
         Command::Xds(args) => rt.block_on(scenario::run(*args)),
         Command::Api(args) => rt.block_on(api::run(args)),
     };

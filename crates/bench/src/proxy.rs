@@ -109,6 +109,9 @@ pub struct ProxySpec {
     pub flavor: Flavor,
     /// NACK every route update after the initial sync.
     pub nack_routes: bool,
+    /// Node token presented as `authorization: Bearer …` metadata on every stream (a server
+    /// with `--auth sigv4` refuses streams without one).
+    pub token: Option<String>,
 }
 
 /// The simulated fleet.
@@ -262,6 +265,19 @@ async fn run_proxy(
         let wait = cap.mul_f64(rng.unit());
         tokio::time::sleep(wait).await;
     }
+}
+
+/// The stream's request, carrying the proxy's node token as Envoy's credential injector
+/// does (`authorization: Bearer …`).
+fn with_token<S>(stream: S, spec: &ProxySpec) -> Result<tonic::Request<S>, String> {
+    let mut req = tonic::Request::new(stream);
+    if let Some(token) = &spec.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|e| format!("token is not valid metadata: {e}"))?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    Ok(req)
 }
 
 fn node(id: &str) -> Node {
@@ -510,7 +526,7 @@ async fn sotw(
         );
     }
     let mut stream = client
-        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .stream_aggregated_resources(with_token(UnboundedReceiverStream::new(rx), spec)?)
         .await
         .map_err(|s| format!("open: {s}"))?
         .into_inner();
@@ -661,7 +677,7 @@ async fn delta(
         }
     }
     let mut stream = client
-        .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+        .delta_aggregated_resources(with_token(UnboundedReceiverStream::new(rx), spec)?)
         .await
         .map_err(|s| format!("open: {s}"))?
         .into_inner();

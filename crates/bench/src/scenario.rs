@@ -168,6 +168,7 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
                 Flavor::Sotw
             },
             nack_routes: rng.unit() < args.nack_fraction,
+            token: None,
         })
         .collect();
     let nackers: HashSet<usize> = (0..specs.len()).filter(|i| specs[*i].nack_routes).collect();
@@ -212,6 +213,7 @@ pub async fn run(args: XdsArgs) -> anyhow::Result<bool> {
                 Flavor::Sotw
             },
             nack_routes: false,
+            token: None,
         })
         .collect();
     let gw_fleet = Fleet::start(
@@ -610,7 +612,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 }
 
 /// Waits until the reconciler serves node `i`'s configuration with its routes.
-async fn wait_translated(api: &Api, mesh: &Mesh, i: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_translated(api: &Api, mesh: &Mesh, i: usize) -> anyhow::Result<()> {
     let node = mesh.node_id(i);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -630,7 +632,7 @@ async fn wait_translated(api: &Api, mesh: &Mesh, i: usize) -> anyhow::Result<()>
     }
 }
 
-async fn wait_synced(
+pub(crate) async fn wait_synced(
     fleet: &Fleet,
     since: Option<Instant>,
     timeout: Duration,

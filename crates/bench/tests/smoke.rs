@@ -252,3 +252,70 @@ fn api_bench_auth_compare_signs_every_request() {
         );
     }
 }
+
+/// `xds --auth-compare`: 20 proxies storm `serve --auth none` and `serve --auth sigv4` in two
+/// interleaved rounds; the sigv4 server refuses a stream without a node token with
+/// UNAUTHENTICATED, and every proxy there syncs with the token minted for it. No timing
+/// asserted.
+#[test]
+fn xds_auth_compare_syncs_every_proxy_with_its_node_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_meshplane-bench"))
+        .args([
+            "xds",
+            "--auth-compare",
+            "--proxies",
+            "20",
+            "--virtual-nodes",
+            "8",
+            "--rounds",
+            "2",
+            "--streams-per-conn",
+            "5",
+            "--phase-timeout-s",
+            "60",
+        ])
+        .arg("--meshplane")
+        .arg(meshplane_testkit::control_plane::meshplane_binary())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run meshplane-bench xds --auth-compare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "meshplane-bench xds --auth-compare failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sigv4/none"), "{stdout}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["mode"], "xds-auth-compare", "{v:#}");
+    assert_eq!(
+        v["tokenless_stream_refused_with"], "UNAUTHENTICATED",
+        "{v:#}"
+    );
+    assert_eq!(v["mint"]["tokens"], 20, "{v:#}");
+    assert!(v["mint"]["tokens_per_s"].is_number(), "{v:#}");
+    for variant in ["none", "sigv4"] {
+        let r = &v["variants"][variant];
+        assert_eq!(
+            r["round_synced"],
+            serde_json::json!([20, 20]),
+            "{variant}: {v:#}"
+        );
+        for key in [
+            "sync_all_s_median",
+            "streams_per_s",
+            "first_config_p50_ms",
+            "first_config_p99_ms",
+            "server_cpu_ms_per_stream",
+        ] {
+            assert!(r[key].is_number(), "{variant} {key}: {v:#}");
+        }
+    }
+    assert!(
+        v["ratio_to_none"]["sigv4"]["sync_all_s_round_median"].is_number(),
+        "{v:#}"
+    );
+}
