@@ -285,13 +285,9 @@ async fn refuses_unsigned(server: &ServerProcess, security: Security) -> anyhow:
 
 /// Each variant's throughput and latency divided by the baseline's ("none").
 fn ratios(results: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    let Some(base) = results.get("none") else {
-        return out;
-    };
-    for (label, r) in results.iter().filter(|(l, _)| l.as_str() != "none") {
-        let mut m = Map::new();
-        for key in [
+    ratios_to_none(
+        results,
+        &[
             "writes_per_s",
             "write_p50_ms",
             "write_p99_ms",
@@ -301,22 +297,41 @@ fn ratios(results: &Map<String, Value>) -> Map<String, Value> {
             "server_cpu_ms_per_write",
             "server_cpu_ms_per_read",
             "bench_cpu_ms_per_request",
-        ] {
-            let (a, b) = (r[key].as_f64(), base[key].as_f64());
-            if let (Some(a), Some(b)) = (a, b)
+        ],
+        "round_writes_per_s",
+        "writes_per_s_round_median",
+    )
+}
+
+/// For each variant but `"none"`: every figure of `keys` divided by the baseline's, and,
+/// under `median_key`, the median of the per-round ratios of `round_key` (rounds pair the
+/// variants in time, so that median is the least noise-sensitive figure on a shared
+/// machine). Shared by `api --auth-compare` and `xds --auth-compare`.
+pub(crate) fn ratios_to_none(
+    results: &Map<String, Value>,
+    keys: &[&str],
+    round_key: &str,
+    median_key: &str,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Some(base) = results.get("none") else {
+        return out;
+    };
+    let rounds = |r: &Value| -> Vec<f64> {
+        r[round_key]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    for (label, r) in results.iter().filter(|(l, _)| l.as_str() != "none") {
+        let mut m = Map::new();
+        for key in keys {
+            if let (Some(a), Some(b)) = (r[*key].as_f64(), base[*key].as_f64())
                 && b > 0.0
             {
-                m.insert(key.into(), json!(round3(a / b)));
+                m.insert((*key).into(), json!(round3(a / b)));
             }
         }
-        // Rounds pair the variants in time, so the median of the per-round ratios is the
-        // least noise-sensitive figure on a shared machine.
-        let rounds = |r: &Value| -> Vec<f64> {
-            r["round_writes_per_s"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default()
-        };
         let mut per_round: Vec<f64> = rounds(r)
             .iter()
             .zip(rounds(base))
@@ -325,17 +340,24 @@ fn ratios(results: &Map<String, Value>) -> Map<String, Value> {
             .collect();
         per_round.sort_by(f64::total_cmp);
         if !per_round.is_empty() {
-            let mid = per_round.len() / 2;
-            let median = if per_round.len().is_multiple_of(2) {
-                (per_round[mid - 1] + per_round[mid]) / 2.0
-            } else {
-                per_round[mid]
-            };
-            m.insert("writes_per_s_round_median".into(), json!(round3(median)));
+            m.insert(median_key.into(), json!(round3(median(&per_round))));
         }
         out.insert(label.clone(), Value::Object(m));
     }
     out
+}
+
+/// The median of sorted values (0 for none).
+pub(crate) fn median(sorted: &[f64]) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
 }
 
 fn print_table(variants: &[Variant], results: &Map<String, Value>, ratios: &Map<String, Value>) {
@@ -392,6 +414,6 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

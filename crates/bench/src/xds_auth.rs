@@ -31,6 +31,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::XdsArgs;
+use crate::auth_compare::{median, round3};
 use crate::mesh::{Api, Mesh, Signer};
 use crate::proxy::{Flavor, Fleet, ProxySpec};
 use crate::rng::Rng;
@@ -317,47 +318,18 @@ async fn tokenless_refusal(server: &ServerProcess, mesh: &Mesh) -> anyhow::Resul
 /// per-round ratios of the time to sync all (rounds pair the variants in time, so this is
 /// the least noise-sensitive figure on a shared machine).
 fn ratios(results: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    let Some(base) = results.get("none") else {
-        return out;
-    };
-    for (label, r) in results.iter().filter(|(l, _)| l.as_str() != "none") {
-        let mut m = Map::new();
-        for key in [
+    crate::auth_compare::ratios_to_none(
+        results,
+        &[
             "sync_all_s_median",
             "streams_per_s",
             "first_config_p50_ms",
             "first_config_p99_ms",
             "server_cpu_ms_per_stream",
-        ] {
-            if let (Some(a), Some(b)) = (r[key].as_f64(), base[key].as_f64())
-                && b > 0.0
-            {
-                m.insert(key.into(), json!(round3(a / b)));
-            }
-        }
-        let rounds = |r: &Value| -> Vec<f64> {
-            r["round_sync_all_s"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default()
-        };
-        let mut per_round: Vec<f64> = rounds(r)
-            .iter()
-            .zip(rounds(base))
-            .filter(|(_, b)| *b > 0.0)
-            .map(|(a, b)| a / b)
-            .collect();
-        per_round.sort_by(f64::total_cmp);
-        if !per_round.is_empty() {
-            m.insert(
-                "sync_all_s_round_median".into(),
-                json!(round3(median(&per_round))),
-            );
-        }
-        out.insert(label.clone(), Value::Object(m));
-    }
-    out
+        ],
+        "round_sync_all_s",
+        "sync_all_s_round_median",
+    )
 }
 
 fn print_table(
@@ -401,22 +373,6 @@ fn print_table(
     }
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let mid = sorted.len() / 2;
-    if sorted.len().is_multiple_of(2) {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
-    }
-}
-
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

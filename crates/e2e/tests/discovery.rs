@@ -14,43 +14,11 @@ use meshplane_testkit::{
     ControlPlane, Envoy, HttpBackend, Target, XdsFlavor, addr, free_port, loopback_ip,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One AWS JSON 1.1 call to the registry; returns (status, body).
+/// One AWS JSON 1.1 call to the registry, signed with the administrator key; returns
+/// (status, body).
 async fn cloud_map(cp: &ControlPlane, op: &str, body: Value) -> (u16, Value) {
-    let api = cp.api_addr();
-    let payload = body.to_string();
-    // Signed with the control plane's administrator key, as the AWS CLI would.
-    let signature: String = cp
-        .sigv4_headers("servicediscovery", "POST", "/", payload.as_bytes())
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: Route53AutoNaming_v20170314.{op}\r\nContent-Length: {}\r\n\
-         {signature}Connection: close\r\n\r\n{payload}",
-        payload.len()
-    );
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(api).await?;
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), io)
-        .await
-        .unwrap_or_else(|_| panic!("{op}: timed out"))
-        .unwrap_or_else(|e| panic!("{op}: {e}"));
-    let text = String::from_utf8_lossy(&raw);
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{op}: bad response {text}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    cp.cloud_map(op, body).await
 }
 
 async fn ok(api: &ControlPlane, op: &str, body: Value) -> Value {
